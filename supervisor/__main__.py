@@ -1,0 +1,39 @@
+"""Entry point: ``supervisor`` and ``python -m supervisor``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+from .errors import SupervisorError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli import HelpRequested, parse_args
+    from .config import LogFormat
+    from .log import Logger
+    from .output import write_direct
+
+    args = sys.argv[1:] if argv is None else argv
+    log = Logger(LogFormat.TEXT, lambda data: write_direct(2, data))
+    try:
+        config = parse_args(args, os.environ)
+    except HelpRequested as shown:
+        print(shown.text)
+        return 0
+    except SupervisorError as error:
+        log.error(str(error))
+        return error.status
+    log = Logger(config.log_format, lambda data: write_direct(2, data))
+    from .loop import run
+
+    try:
+        return run(config, os.environ, log)
+    except SupervisorError as error:
+        log.error(str(error))
+        return error.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Starting the child and reading how it ended.
+
+Owns: fork and exec with a clean signal state, the child's environment
+defaults, fd placement for the relay and hand-off, and decoding wait status.
+Must not know: what the loop does with the child afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Union
+
+# Set for the child unless the user set them: no print lost in a buffer when
+# the app dies, a Python stack on fatal signals, no ANSI codes in tracebacks.
+CHILD_ENV_DEFAULTS = {
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONFAULTHANDLER": "1",
+    "PYTHON_COLORS": "0",
+}
+# So high that it never collides with the targets of fd placement.
+_SCRATCH_FD_FLOOR = 200
+# The kernel picks the app, not its reporter, when memory runs out.
+CHILD_OOM_SCORE_ADJ = 1000
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    for name, value in CHILD_ENV_DEFAULTS.items():
+        env.setdefault(name, value)
+    return env
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    stderr_fd: Optional[int] = None  # write end of the relay pipe; None inherits ours
+    stdout_fd: Optional[int] = None
+    # target fd in the child -> fd in the supervisor (socket hand-off).
+    pass_fds: Mapping[int, int] = field(default_factory=dict)
+    # Set LISTEN_PID to the child's own pid (systemd protocol); only the child knows it.
+    set_listen_pid: bool = False
+    oom_score_adj: Optional[int] = CHILD_OOM_SCORE_ADJ
+    # Extra steps run in the child between fork and exec (cgroup join, namespaces).
+    before_exec: tuple[Callable[[], None], ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecFailure:
+    """The command could not be started; ``status`` follows the shell: 127 or 126."""
+
+    errno: int
+    message: str
+
+    @property
+    def status(self) -> int:
+        return 127 if self.errno == errno.ENOENT else 126
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: an exit code or a signal, never both."""
+
+    code: Optional[int]
+    signal: Optional[int]
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        if os.WIFSIGNALED(status):
+            return cls(code=None, signal=os.WTERMSIG(status))
+        return cls(code=os.WEXITSTATUS(status), signal=None)
+
+    @property
+    def status(self) -> int:
+        """What a shell (and the supervisor) reports: the code, or 128+N."""
+        return self.code if self.code is not None else 128 + (self.signal or 0)
+
+
+def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
+    """A larger pipe lets a chatty child write on while the relay is busy."""
+    set_pipe_size = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    try:
+        fcntl.fcntl(fd, set_pipe_size, size)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size, or not Linux: the default will do
+
+
+def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
+    """Fork and exec ``spec``; return the pid, or why it could not start.
+
+    A close-on-exec pipe reports an exec failure with its errno, as
+    ``subprocess`` does: EOF on it means exec succeeded.
+    """
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
+        os.close(report_read)
+        _exec_in_child(spec, report_write)
+    os.close(report_write)
+    chunks = []
+    while True:
+        chunk = os.read(report_read, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(report_read)
+    if not chunks:
+        return pid
+    os.waitpid(pid, 0)
+    code_text, _, message = b"".join(chunks).decode("utf-8", "replace").partition(":")
+    return ExecFailure(errno=int(code_text or 0), message=message)
+
+
+def _exec_in_child(spec: ChildSpec, report_fd: int) -> None:  # pragma: no cover
+    try:
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for signum in signal.valid_signals():
+            if signum in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # the C library's reserved real-time signals
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        placements = dict(spec.pass_fds)
+        if spec.stderr_fd is not None:
+            placements[2] = spec.stderr_fd
+        if spec.stdout_fd is not None:
+            placements[1] = spec.stdout_fd
+        # Move every source out of the way first, so that placing one fd
+        # can never overwrite another's source.
+        scratch = {
+            target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, _SCRATCH_FD_FLOOR)
+            for target, source in placements.items()
+        }
+        for target, source in scratch.items():
+            os.dup2(source, target, inheritable=True)
+        env = dict(spec.env)
+        if spec.set_listen_pid:
+            env["LISTEN_PID"] = str(os.getpid())
+        if spec.oom_score_adj is not None:
+            try:
+                with open("/proc/self/oom_score_adj", "w") as adj:
+                    adj.write(str(spec.oom_score_adj))
+            except OSError:
+                pass
+        for step in spec.before_exec:
+            step()
+        os.execvpe(spec.argv[0], list(spec.argv), env)
+    except BaseException as error:
+        code = error.errno if isinstance(error, OSError) and error.errno else 0
+        text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        try:
+            os.write(report_fd, f"{code}:{text}".encode("utf-8", "replace"))
+        finally:
+            os._exit(127 if code == errno.ENOENT else 126)

@@ -1,0 +1,100 @@
+"""The supervisor's configuration as one frozen value, and the value parsers.
+
+Owns: ``Config`` and the parsing of durations, sizes and the other typed
+values used on the command line and in ``SUPERVISOR_*`` variables.
+Must not know: where the values came from (``cli`` does), or what runs them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    command: tuple[str, ...]
+    stop_timeout_s: float = 25.0
+    kill_group: bool = False
+    relay_stdout: bool = False
+    report_file: Optional[str] = None
+    log_format: LogFormat = LogFormat.TEXT
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_duration(option: str, text: str, *, allow_zero: bool = False) -> float:
+    """``30``, ``30s``, ``500ms``, ``2m``, ``1h`` to seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise UsageError.bad_value(option, text, "a duration such as 30, 30s, 500ms or 2m")
+    seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise UsageError.bad_value(option, text, "a duration greater than zero")
+    return seconds
+
+
+def parse_size(option: str, text: str) -> int:
+    """``512M``, ``1G``, ``1.5GiB``, ``536870912`` to bytes (binary units, as Docker)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise UsageError.bad_value(option, text, "a size such as 512M, 1G or 536870912")
+    unit = (match.group(2) or "")[:1].lower()
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise UsageError.bad_value(option, text, "a size greater than zero")
+    return size
+
+
+def parse_int(option: str, text: str, low: int, high: int, what: str = "an integer") -> int:
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise UsageError.bad_value(option, text, f"{what} from {low} to {high}") from None
+    if not low <= value <= high:
+        raise UsageError.bad_value(option, text, f"{what} from {low} to {high}")
+    return value
+
+
+def parse_port(option: str, text: str) -> int:
+    return parse_int(option, text, 1, 65535, "a port number")
+
+
+def parse_fraction(option: str, text: str) -> float:
+    """``90%``, ``90`` or ``0.9`` to a fraction in (0, 1]."""
+    raw = text.strip().rstrip("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError.bad_value(option, text, "a percentage such as 90% or 0.9") from None
+    if text.strip().endswith("%") or value > 1:
+        value /= 100
+    if not 0 < value <= 1:
+        raise UsageError.bad_value(option, text, "a percentage from 1% to 100%")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(option: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise UsageError.bad_value(option, text, "one of 1, 0, true, false, yes, no")

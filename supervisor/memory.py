@@ -1,0 +1,764 @@
+"""Memory of the child: its process tree, its cgroup, its peak and its end.
+
+Owns: reading a memory cgroup (v1 or v2) and finding the one a process is in;
+sampling the RSS of the child's whole process tree; the bounded timeline of
+samples; the one early warning when usage nears the limit; the evidence that
+the kernel's OOM killer ended the child; the child's ``oom_score_adj``; and the
+Kubernetes termination log.
+Must not know: the event loop, signals, the report file or Sentry. The loop
+calls ``start``, ``sample`` on a timer and ``finish`` once; what it does with
+the values it gets back is its business. Nothing here raises at the loop: a
+failure turns sampling off and says why in ``disabled_reason``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+MIB = 1024 * 1024
+# cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on
+# x86-64 with 4 KiB pages); any value this large is not a limit anyone set.
+V1_UNLIMITED = 1 << 62
+# The growth rate in a warning is measured over this window: long enough to
+# smooth one allocation, short enough to describe what is happening now.
+GROWTH_WINDOW_S = 5.0
+# Tree discovery scans all of /proc (psutil's children()): about 1 ms, against
+# 0.03 ms to read statm of pids already known. Rediscover every few seconds,
+# and at once when a known process has gone.
+REDISCOVER_EVERY_S = 2.0
+# Full-rate samples kept before older ones are thinned.
+DEFAULT_MAX_SAMPLES = 240
+BLOCKS = "▁▂▃▄▅▆▇█"
+TERMINATION_LOG_LIMIT = 4096
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+# -- reading small kernel files ---------------------------------------------
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def _read_int(path: str) -> Optional[int]:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _keyed(text: Optional[str], key: str) -> Optional[int]:
+    """The value of ``key`` in "key value" lines (memory.events, memory.stat, oom_control).
+
+    Read by key, never by position: the kernel adds keys between versions.
+    A missing key is unknown (None), not zero: an old kernel has not said
+    that nothing happened.
+    """
+    if text is None:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def _min_known(*values: Optional[int]) -> Optional[int]:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def _max_known(*values: Optional[int]) -> Optional[int]:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+# -- cgroups ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupSnapshot:
+    """One reading of a memory cgroup; a field is None when its file could not be read."""
+
+    usage_bytes: Optional[int]
+    peak_bytes: Optional[int]
+    # None when unlimited ("max" in v2, the huge sentinel in v1). The smallest
+    # limit of the group and its ancestors: a container's group often has none
+    # of its own while the pod's or task's group above it has one.
+    limit_bytes: Optional[int]
+    oom_kills: Optional[int]
+    # Page cache the kernel can drop at once; usage minus this is the working
+    # set, which is what nears the limit for real (the kubelet's measure).
+    inactive_file_bytes: Optional[int] = None
+
+    @property
+    def working_set_bytes(self) -> Optional[int]:
+        if self.usage_bytes is None:
+            return None
+        return max(0, self.usage_bytes - (self.inactive_file_bytes or 0))
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """The memory files of one cgroup directory, v1 or v2."""
+
+    path: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if self.version not in (1, 2):
+            raise ValueError(f"cgroup version must be 1 or 2, not {self.version!r}")
+
+    @classmethod
+    def at(cls, path: str, version: int) -> CgroupMemory:
+        return cls(path, version)
+
+    @classmethod
+    def of_process(
+        cls, pid: Union[int, str] = "self", proc: str = "/proc"
+    ) -> Optional[CgroupMemory]:
+        """The memory cgroup ``pid`` is in, or None when there is no readable one.
+
+        v1 is preferred when both are listed: on a hybrid machine the v2
+        hierarchy usually carries no memory controller.
+        """
+        membership = _read_text(os.path.join(proc, str(pid), "cgroup"))
+        mounts = _read_text(os.path.join(proc, str(pid), "mountinfo"))
+        if membership is None or mounts is None:
+            return None
+        v1_path, v2_path = _parse_membership(membership)
+        table = _parse_mountinfo(mounts)
+        if v1_path is not None:
+            found = _locate(v1_path, [m for m in table if m.is_v1_memory], "memory.usage_in_bytes")
+            if found is not None:
+                return cls(found, 1)
+        if v2_path is not None:
+            found = _locate(v2_path, [m for m in table if m.fstype == "cgroup2"], "memory.current")
+            if found is not None:
+                return cls(found, 2)
+        return None
+
+    def read(self) -> CgroupSnapshot:
+        """Read every memory file; never raises (an unreadable file gives a None field)."""
+        try:
+            return self._read_v1() if self.version == 1 else self._read_v2()
+        except Exception:  # a reading must never take the supervisor down
+            return CgroupSnapshot(None, None, None, None)
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _read_v1(self) -> CgroupSnapshot:
+        stat = _read_text(self._file("memory.stat"))
+        limit = _min_known(
+            _read_int(self._file("memory.limit_in_bytes")),
+            # v1 only enforces a parent's limit if use_hierarchy is on; the
+            # kernel then reports the effective one here.
+            _keyed(stat, "hierarchical_memory_limit"),
+        )
+        if limit is not None and limit >= V1_UNLIMITED:
+            limit = None
+        return CgroupSnapshot(
+            usage_bytes=_read_int(self._file("memory.usage_in_bytes")),
+            peak_bytes=_read_int(self._file("memory.max_usage_in_bytes")),
+            limit_bytes=limit,
+            # The oom_kill line exists since Linux 4.13. In v1 it counts kills
+            # of tasks in this group only, not in its descendants.
+            oom_kills=_keyed(_read_text(self._file("memory.oom_control")), "oom_kill"),
+            inactive_file_bytes=_keyed(stat, "total_inactive_file"),
+        )
+
+    def _read_v2(self) -> CgroupSnapshot:
+        return CgroupSnapshot(
+            usage_bytes=_read_int(self._file("memory.current")),
+            # memory.peak exists since Linux 5.19.
+            peak_bytes=_read_int(self._file("memory.peak")),
+            limit_bytes=self._v2_effective_limit(),
+            # Hierarchical: kills in descendant groups count too.
+            oom_kills=_keyed(_read_text(self._file("memory.events")), "oom_kill"),
+            inactive_file_bytes=_keyed(_read_text(self._file("memory.stat")), "inactive_file"),
+        )
+
+    def _v2_effective_limit(self) -> Optional[int]:
+        # v2 has no hierarchical_memory_limit: walk up while the parent still
+        # has a memory.max (the root group has none), keeping the smallest.
+        limit: Optional[int] = None
+        path = self.path
+        while True:
+            text = _read_text(os.path.join(path, "memory.max"))
+            if text is None:
+                break
+            value = text.strip()
+            if value.isdigit():
+                limit = _min_known(limit, int(value))
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        return limit
+
+
+@dataclass(frozen=True)
+class _Mount:
+    root: str
+    mount_point: str
+    fstype: str
+    super_options: tuple[str, ...]
+
+    @property
+    def is_v1_memory(self) -> bool:
+        return self.fstype == "cgroup" and "memory" in self.super_options
+
+
+def _parse_membership(text: str) -> tuple[Optional[str], Optional[str]]:
+    """(v1 memory path, v2 path) from /proc/<pid>/cgroup lines "id:controllers:path"."""
+    v1: Optional[str] = None
+    v2: Optional[str] = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            v2 = path
+        elif "memory" in controllers.split(","):
+            v1 = path
+    return v1, v2
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in field:
+        return field
+    out: list[str] = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and len(field) > i + 3:
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _parse_mountinfo(text: str) -> list[_Mount]:
+    mounts: list[_Mount] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        dash = fields.index("-")
+        if dash < 5 or len(fields) < dash + 4:
+            continue
+        mounts.append(
+            _Mount(
+                root=_unescape(fields[3]),
+                mount_point=_unescape(fields[4]),
+                fstype=fields[dash + 1],
+                super_options=tuple(fields[dash + 3].split(",")),
+            )
+        )
+    return mounts
+
+
+def _locate(group: str, mounts: list[_Mount], probe: str) -> Optional[str]:
+    """The directory of ``group`` under one of ``mounts`` that has a readable ``probe`` file."""
+    group = os.path.normpath("/" + group.lstrip("/"))
+    candidates: list[str] = []
+    # The mount with the longest root that contains the group is the most
+    # specific view of it (a container sees its own group mounted as "/").
+    for mount in sorted(mounts, key=lambda m: len(m.root), reverse=True):
+        root = os.path.normpath(mount.root)
+        if group == root or group.startswith(root.rstrip("/") + "/"):
+            relative = os.path.relpath(group, root)
+            candidates.append(os.path.normpath(os.path.join(mount.mount_point, relative)))
+    # A group outside every mount's root (a cgroup namespace shows such paths
+    # as "/../.."): the mount itself is the closest group we can read.
+    candidates.extend(m.mount_point for m in mounts)
+    for directory in candidates:
+        if os.access(os.path.join(directory, probe), os.R_OK):
+            return directory
+    return None
+
+
+# -- the child's process tree -------------------------------------------------
+
+
+def _statm_rss(pid: int) -> Optional[int]:
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 256)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    fields = data.split()
+    if len(fields) < 2:
+        return None
+    return int(fields[1]) * _PAGE_SIZE
+
+
+class _ProcessTree:
+    """RSS of a root process and all its descendants.
+
+    RSS is summed per process, so pages shared between forked workers count
+    once per worker: the sum is an upper bound of what the tree holds.
+    Processes orphaned by the tree (re-parented to the supervisor) are no
+    longer its descendants and are not counted.
+    """
+
+    def __init__(self, root_pid: int, rediscover_every: int) -> None:
+        self._root_pid = root_pid
+        self._rediscover_every = max(1, rediscover_every)
+        self._countdown = 0
+        self._pids: tuple[int, ...] = (root_pid,)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return self._pids
+
+    def _rediscover(self) -> None:
+        import psutil  # already imported by MemoryWatcher.start; a dict lookup here
+
+        try:
+            descendants = psutil.Process(self._root_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        self._pids = (self._root_pid, *(p.pid for p in descendants))
+
+    def rss(self) -> tuple[Optional[int], int]:
+        """(total RSS in bytes, number of processes read); (None, 0) when none is left."""
+        if self._countdown <= 0:
+            self._rediscover()
+            self._countdown = self._rediscover_every
+        self._countdown -= 1
+        total = 0
+        read = 0
+        for pid in self._pids:
+            rss = _statm_rss(pid)
+            # A zombie (dead, not yet reaped) reads as 0 pages: it holds nothing.
+            if not rss:
+                # Gone: its pid could be reused, and its parent may have
+                # started a replacement; look again next time.
+                self._countdown = 0
+                continue
+            total += rss
+            read += 1
+        return (total, read) if read else (None, 0)
+
+
+# -- values -------------------------------------------------------------------
+
+
+def _mib(value: int) -> str:
+    mib = value / MIB
+    return f"{mib:.1f}" if mib < 10 else f"{mib:.0f}"
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """One sample: the tree's RSS and the cgroup's reading at ``at_s`` seconds since start."""
+
+    at_s: float
+    tree_rss_bytes: Optional[int]
+    processes: int
+    cgroup: Optional[CgroupSnapshot]
+
+
+@dataclass(frozen=True)
+class MemoryWarning:
+    usage_bytes: int
+    limit_bytes: int
+    fraction: float
+    growth_bytes_per_s: Optional[float]
+
+    def message(self) -> str:
+        text = (
+            f"memory at {self.fraction:.0%} of the limit: "
+            f"{_mib(self.usage_bytes)} MiB of {_mib(self.limit_bytes)} MiB"
+        )
+        if self.growth_bytes_per_s is not None:
+            text += f", growing {self.growth_bytes_per_s / MIB:+.1f} MiB/s"
+            if self.growth_bytes_per_s > 0:
+                left = max(0.0, (self.limit_bytes - self.usage_bytes) / self.growth_bytes_per_s)
+                digits = 1 if left < 10 else 0
+                text += f" (limit in about {left:.{digits}f} s at this rate)"
+        return text
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """What the run's memory looked like, decided once after the child was reaped."""
+
+    peak_rss_bytes: Optional[int]
+    cgroup_peak_bytes: Optional[int]
+    cgroup_limit_bytes: Optional[int]
+    oom_kills: Optional[int]  # OOM kills in the cgroup during the run
+    samples: tuple[tuple[float, int], ...]  # (seconds since start, tree RSS bytes), bounded
+    # Why the SIGKILL was the OOM killer's, in words; None when it was not
+    # SIGKILL or nothing says so. Cause "oom_killed" needs it non-None.
+    oom_evidence: Optional[str]
+    cgroup_version: Optional[int]
+
+    def as_report(self) -> dict[str, object]:
+        return {
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "cgroup_peak_bytes": self.cgroup_peak_bytes,
+            "cgroup_limit_bytes": self.cgroup_limit_bytes,
+            "oom_kills": self.oom_kills,
+            "samples": [[at, value] for at, value in self.samples],
+            "oom_evidence": self.oom_evidence,
+            "cgroup_version": self.cgroup_version,
+        }
+
+    def sparkline(self, width: int = 40) -> str:
+        """One line: the sampled tree RSS as block characters, then peak and limit in MiB.
+
+        The cgroup's peak is named beside the RSS peak when known: it is what
+        the limit applies to, while RSS also counts shared library pages that
+        are charged elsewhere and can pass the limit.
+        """
+        peak = self.peak_rss_bytes
+        label = f"peak {_mib(peak)} MiB" if peak is not None else "peak unknown"
+        if self.cgroup_peak_bytes is not None and self.cgroup_limit_bytes is not None:
+            label += f", cgroup peak {_mib(self.cgroup_peak_bytes)} MiB"
+        if self.cgroup_limit_bytes is not None:
+            label += f" of {_mib(self.cgroup_limit_bytes)} MiB"
+        else:
+            label += ", no limit"
+        bars = _bars(self.samples, width, peak)
+        return f"{bars} {label}" if bars else label
+
+
+def _bars(samples: tuple[tuple[float, int], ...], width: int, peak: Optional[int]) -> str:
+    if not samples or width <= 0:
+        return ""
+    # Bucket by time, not by index: older samples are thinned, so indexes are
+    # not evenly spaced. Each bucket shows its largest value.
+    start, end = samples[0][0], samples[-1][0]
+    span = end - start
+    count = min(width, len(samples))
+    buckets: list[Optional[int]] = [None] * count
+    for at, value in samples:
+        index = min(count - 1, int((at - start) / span * count)) if span > 0 else 0
+        current = buckets[index]
+        buckets[index] = value if current is None else max(current, value)
+    # Scale to the true peak when it is known: a spike that sampling missed
+    # then shows as bars well below the label, which is the honest picture.
+    scale = max(max(v for _, v in samples), peak or 0, 1)
+    out: list[str] = []
+    last = 0
+    for bucket in buckets:
+        if bucket is not None:
+            last = bucket
+        level = min(len(BLOCKS) - 1, max(0, -(-last * len(BLOCKS) // scale) - 1))
+        out.append(BLOCKS[level])
+    return "".join(out)
+
+
+class Timeline:
+    """A bounded series of (seconds, bytes): recent samples at full rate, older ones thinned.
+
+    When full, the older half is halved by merging neighbours into one point
+    that keeps the larger value, so peaks survive the thinning. Each thinning
+    makes older history sparser again: a week-long run stays within
+    ``capacity`` points, roughly log-spaced into the past.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_MAX_SAMPLES) -> None:
+        if capacity < 4:
+            raise ValueError("a timeline needs room for at least 4 samples")
+        self._capacity = capacity
+        self._points: list[tuple[float, int]] = []
+
+    def add(self, at_s: float, value: int) -> None:
+        self._points.append((round(at_s, 3), value))
+        if len(self._points) > self._capacity:
+            half = len(self._points) // 2
+            older = self._points[:half]
+            merged = [(older[i][0], max(v for _, v in older[i : i + 2])) for i in range(0, half, 2)]
+            self._points = merged + self._points[half:]
+
+    def points(self) -> tuple[tuple[float, int], ...]:
+        return tuple(self._points)
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+
+# -- the watcher ----------------------------------------------------------------
+
+
+def _limit_margin(limit: int) -> int:
+    # Usage stops a few pages short of the limit when the kernel gives up, and
+    # v1's usage is approximate (per-CPU charge batches): 1 % of the limit,
+    # between 1 and 16 MiB.
+    return min(max(limit // 100, MIB), 16 * MIB)
+
+
+class MemoryWatcher:
+    """Samples the child's memory on the loop's timer and says how the run ended.
+
+    ``cgroup`` is the group to read; None means the child's own (found from
+    /proc/<pid>/cgroup at ``start``, which is the supervisor's own unless the
+    child was placed in a group of its own), and no group at all when none is
+    readable.
+    """
+
+    def __init__(
+        self,
+        interval_s: float,
+        warn_fraction: float,
+        clock: Callable[[], float] = time.monotonic,
+        cgroup: Optional[CgroupMemory] = None,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("memory interval must be positive")
+        if not 0 < warn_fraction <= 1:
+            raise ValueError("memory warning fraction must be in (0, 1]")
+        self.interval_s = interval_s
+        self.warn_fraction = warn_fraction
+        self.cgroup = cgroup
+        self.disabled_reason: Optional[str] = None
+        self._clock = clock
+        self._timeline = Timeline(max_samples)
+        self._tree: Optional[_ProcessTree] = None
+        self._started_at = 0.0
+        self._baseline: Optional[CgroupSnapshot] = None
+        self._last: Optional[MemorySample] = None
+        self._max_tree_rss: Optional[int] = None
+        self._max_cgroup_usage: Optional[int] = None
+        self._max_working_set: Optional[int] = None
+        self._recent: deque[tuple[float, int]] = deque()
+        self._warned = False
+
+    @property
+    def last_sample(self) -> Optional[MemorySample]:
+        return self._last
+
+    @property
+    def tree_pids(self) -> tuple[int, ...]:
+        """The processes the last sample covered (the child first)."""
+        return self._tree.pids if self._tree is not None else ()
+
+    def start(self, child_pid: int, started_at: float) -> None:
+        """Begin watching ``child_pid``; ``started_at`` is its spawn time on ``clock``."""
+        self._started_at = started_at
+        try:
+            if self.cgroup is None:
+                self.cgroup = CgroupMemory.of_process(child_pid) or CgroupMemory.of_process()
+            # The counter before the run: a kill before it is not this child's.
+            # Read first, so that ``finish`` can still judge if psutil fails.
+            self._baseline = self.cgroup.read() if self.cgroup is not None else None
+            # Imported here, after the child is spawned: ~35 ms that must not
+            # delay the start of the app or the first health answer.
+            import psutil  # noqa: F401
+
+            self._tree = _ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
+        except Exception as exc:  # watching is optional, the app is not
+            self.disabled_reason = f"memory sampling off: {type(exc).__name__}: {exc}"
+
+    def sample(self) -> Optional[MemoryWarning]:
+        """Take one sample; return the warning the first time usage crosses the threshold."""
+        if self.disabled_reason is not None or self._tree is None:
+            return None
+        try:
+            return self._sample()
+        except Exception as exc:  # a sampling bug must not end the supervisor
+            self.disabled_reason = f"memory sampling stopped: {type(exc).__name__}: {exc}"
+            return None
+
+    def _sample(self) -> Optional[MemoryWarning]:
+        assert self._tree is not None
+        now = self._clock()
+        at_s = now - self._started_at
+        tree_rss, processes = self._tree.rss()
+        snapshot = self.cgroup.read() if self.cgroup is not None else None
+        self._last = MemorySample(at_s, tree_rss, processes, snapshot)
+        if tree_rss is not None:
+            self._timeline.add(at_s, tree_rss)
+            self._max_tree_rss = _max_known(self._max_tree_rss, tree_rss)
+        if snapshot is None or snapshot.usage_bytes is None:
+            return None
+        self._max_cgroup_usage = _max_known(self._max_cgroup_usage, snapshot.usage_bytes)
+        usage = snapshot.working_set_bytes
+        assert usage is not None
+        self._max_working_set = _max_known(self._max_working_set, usage)
+        self._recent.append((now, usage))
+        while len(self._recent) > 2 and now - self._recent[0][0] > GROWTH_WINDOW_S:
+            self._recent.popleft()
+        limit = snapshot.limit_bytes
+        if self._warned or limit is None or usage < self.warn_fraction * limit:
+            return None
+        self._warned = True
+        return MemoryWarning(usage, limit, usage / limit, self._growth())
+
+    def _growth(self) -> Optional[float]:
+        first_at, first = self._recent[0]
+        last_at, last = self._recent[-1]
+        if last_at - first_at <= 0:
+            return None
+        return (last - first) / (last_at - first_at)
+
+    def status(self) -> str:
+        """A short line on memory so far, for the termination log."""
+        peak = self._max_tree_rss
+        limit = self._last.cgroup.limit_bytes if self._last and self._last.cgroup else None
+        text = f"memory peak {_mib(peak)} MiB" if peak is not None else "memory peak unknown"
+        return text + (f" of {_mib(limit)} MiB" if limit is not None else "")
+
+    def finish(self, max_rss_bytes: Optional[int], killed_by_sigkill: bool) -> MemoryFacts:
+        """The run's memory facts; ``max_rss_bytes`` is wait4's ru_maxrss, in bytes."""
+        try:
+            return self._finish(max_rss_bytes, killed_by_sigkill)
+        except Exception:  # the report must still be written
+            return MemoryFacts(max_rss_bytes, None, None, None, self._timeline.points(), None, None)
+
+    def _finish(self, max_rss_bytes: Optional[int], killed_by_sigkill: bool) -> MemoryFacts:
+        final = self.cgroup.read() if self.cgroup is not None else None
+        baseline = self._baseline
+        oom_kills: Optional[int] = None
+        if (
+            final is not None
+            and baseline is not None
+            and final.oom_kills is not None
+            and baseline.oom_kills is not None
+        ):
+            oom_kills = final.oom_kills - baseline.oom_kills
+        # ru_maxrss is exact for the largest single process of the tree but
+        # counts what it shared with the supervisor at fork (a `true` spawned
+        # from Python reports the supervisor's RSS); samples see the whole
+        # tree but miss short spikes. The larger of the two is the peak.
+        peak_rss = _max_known(max_rss_bytes, self._max_tree_rss)
+        limit = final.limit_bytes if final is not None else None
+        if limit is None and baseline is not None:
+            limit = baseline.limit_bytes
+        cgroup_peak: Optional[int] = None
+        if final is not None:
+            # Without memory.peak (v2 before 5.19), the largest usage seen.
+            cgroup_peak = final.peak_bytes
+            if cgroup_peak is None:
+                cgroup_peak = _max_known(self._max_cgroup_usage, final.usage_bytes)
+        evidence = None
+        if killed_by_sigkill:
+            evidence = self._evidence(oom_kills, limit, final)
+        return MemoryFacts(
+            peak_rss_bytes=peak_rss,
+            cgroup_peak_bytes=cgroup_peak,
+            cgroup_limit_bytes=limit,
+            oom_kills=oom_kills,
+            samples=self._timeline.points(),
+            oom_evidence=evidence,
+            cgroup_version=self.cgroup.version if self.cgroup is not None else None,
+        )
+
+    def _evidence(
+        self, oom_kills: Optional[int], limit: Optional[int], final: Optional[CgroupSnapshot]
+    ) -> Optional[str]:
+        if oom_kills is not None:
+            # The kernel's own count, charged to the victim's group for any
+            # OOM kill (limit or whole machine): when it is readable it is the
+            # answer. A group full of page cache sits at its limit without
+            # danger, so usage alone must not turn a plain kill -9 into an OOM.
+            return f"cgroup oom_kill counter rose by {oom_kills}" if oom_kills > 0 else None
+        if limit is None or final is None:
+            return None
+        # No counter (Linux before 4.13, or an unreadable file): the limit was
+        # reached is the best evidence left.
+        reach = limit - _limit_margin(limit)
+        usage = _max_known(self._max_working_set, final.working_set_bytes)
+        if usage is not None and usage >= reach:
+            return f"usage {usage} reached the limit {limit}"
+        # The group's peak covers its whole life: only count it when it was
+        # below the limit before this run.
+        before = self._baseline.peak_bytes if self._baseline is not None else None
+        peak = final.peak_bytes
+        if peak is not None and peak >= reach and (before is None or before < reach):
+            return f"peak {peak} reached the limit {limit}"
+        return None
+
+
+# -- protecting the reporter ----------------------------------------------------
+
+
+def raise_oom_score_adj(pid: int, value: int = 1000) -> bool:
+    """Make the kernel's OOM killer prefer ``pid`` over the supervisor.
+
+    Raising needs no privilege; lowering does, so a value already higher is
+    left alone. Children forked later inherit it. False when it could not be set.
+    """
+    path = f"/proc/{pid}/oom_score_adj"
+    try:
+        current = _read_int(path)
+        if current is not None and current >= value:
+            return True
+        with open(path, "w") as f:
+            f.write(str(value))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class TerminationLog:
+    """Kubernetes' termination message file: what ``kubectl describe pod`` shows.
+
+    A status is kept there while the child runs, so that something useful is
+    left even if the whole container is OOM-killed at once (cgroup v2
+    ``memory.oom.group``); the final summary replaces it and is never
+    overwritten by a later status. Kubernetes reads at most 4096 bytes.
+    """
+
+    def __init__(self, path: str = "/dev/termination-log") -> None:
+        self.path = path
+        self._final = False
+
+    @property
+    def enabled(self) -> bool:
+        return os.path.isfile(self.path) and os.access(self.path, os.W_OK)
+
+    def write_status(self, text: str) -> None:
+        if not self._final:
+            self._write(text)
+
+    def write_final(self, text: str) -> None:
+        self._final = True
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[:TERMINATION_LOG_LIMIT]
+        # Cut at a character boundary, not inside a multi-byte one.
+        data = data.decode("utf-8", "ignore").encode("utf-8")
+        try:
+            # In place, not write-and-rename: the file is usually a bind mount,
+            # which cannot be replaced. Write first, then cut the old tail, so
+            # a kill in between leaves the new text readable.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -1,0 +1,131 @@
+"""PID 1 duties: signals taken synchronously, forwarded, and every zombie reaped.
+
+Owns: which signals are forwarded, the handlers (which only wake the loop),
+reaping with ``wait3`` and the child-subreaper registration.
+Must not know: what a stop means for the report (the loop decides).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .reactor import Reactor
+
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+# Signals after which the child is expected to exit, so the stop grace starts.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Background reads/writes on a terminal would stop PID 1 itself, as in tini.
+IGNORED_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def _wake_only(signum: int, frame: object) -> None:
+    """The handler does nothing: the C-level handler already wrote the
+    signal number to the wakeup fd, which is what the loop reads."""
+
+
+class SignalInbox:
+    """Turns asynchronous signals into ordered calls from the loop."""
+
+    def __init__(self, reactor: Reactor, on_signal: Callable[[int], None]) -> None:
+        self._on_signal = on_signal
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        for signum in (*FORWARDED_SIGNALS, signal.SIGCHLD):
+            signal.signal(signum, _wake_only)
+        for signum in IGNORED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        reactor.add_reader(self._read_fd, self._drain)
+        self._reactor = reactor
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read_fd, 4096)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            for signum in data:
+                self._on_signal(signum)
+
+    def close(self) -> None:
+        self._reactor.remove_reader(self._read_fd)
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    pid: int
+    wait_status: int
+    max_rss_bytes: int
+
+
+def reap_all(watched_pid: int) -> Optional[Reaped]:
+    """Reap every zombie child without blocking; return the watched one if it ended.
+
+    Orphans re-parented to us (as PID 1 or as subreaper) are reaped here too,
+    so that none lingers as a zombie.
+    """
+    found: Optional[Reaped] = None
+    while True:
+        try:
+            pid, status, usage = os.wait3(os.WNOHANG)
+        except ChildProcessError:
+            return found
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return found
+        if pid == watched_pid:
+            # ru_maxrss is in KiB on Linux, bytes on macOS.
+            scale = 1 if sys.platform == "darwin" else 1024
+            found = Reaped(pid, status, usage.ru_maxrss * scale)
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants when not PID 1, as ``tini -s`` does."""
+    if os.getpid() == 1 or not sys.platform.startswith("linux"):
+        return os.getpid() == 1
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def send_signal(pid: int, signum: int, group: bool) -> bool:
+    """Signal the child (or its process group); False when it is already gone."""
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,0 +1,180 @@
+"""The crash report: built once from the outcome, shown to people and machines.
+
+Owns: the report's fields (the JSON contract), the human block on stderr,
+and writing the JSON file atomically.
+Must not know: how the cause was decided or how the report is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .causes import Outcome, frame_text
+from .redact import Redactor
+from .tracebacks import Frame, ParsedException
+
+# Lines of the tail repeated under the block: the full text was relayed above it.
+HUMAN_TAIL_LINES = 8
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    name: str
+    at_s: float
+
+
+@dataclass(frozen=True)
+class Report:
+    cause: str
+    summary: str
+    phase: str
+    exit_code: Optional[int]
+    signal: Optional[str]
+    status: int
+    command: tuple[str, ...]
+    pid: Optional[int]
+    started_at: float
+    ended_at: float
+    uptime_s: float
+    ready_after_s: Optional[float]
+    signals_received: tuple[SignalRecord, ...]
+    exception: Optional[dict[str, Any]]
+    stderr_tail: str
+    where: Optional[str] = None
+    memory: Optional[dict[str, Any]] = None
+    memory_line: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    sentry_event_id: Optional[str] = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "cause": self.cause,
+            "summary": self.summary,
+            "phase": self.phase,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "status": self.status,
+            "command": list(self.command),
+            "pid": self.pid,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "uptime_s": round(self.uptime_s, 3),
+            "ready_after_s": None if self.ready_after_s is None else round(self.ready_after_s, 3),
+            "signals_received": [{"signal": s.name, "at_s": s.at_s} for s in self.signals_received],
+            "memory": self.memory or _empty_memory(),
+            "exception": self.exception,
+            "where": self.where,
+            "stderr_tail": self.stderr_tail,
+            "sentry_event_id": self.sentry_event_id,
+        }
+        data.update(self.extra)
+        return data
+
+
+def _empty_memory() -> dict[str, Any]:
+    return {
+        "peak_rss_bytes": None,
+        "cgroup_peak_bytes": None,
+        "cgroup_limit_bytes": None,
+        "oom_kills": None,
+        "samples": [],
+    }
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
+def _frame_json(frame: Frame) -> dict[str, Any]:
+    return {
+        "filename": frame.filename,
+        "lineno": frame.lineno,
+        "function": frame.function,
+        "context_line": frame.context_line,
+        "in_app": frame.is_app(),
+        "module": frame.module,
+    }
+
+
+def _exception_json(exc: ParsedException, redact: Redactor) -> dict[str, Any]:
+    return {
+        "type": exc.type,
+        "value": redact.text(exc.value),
+        "frames": [_frame_json(f) for f in exc.frames],
+    }
+
+
+def exception_json(outcome: Outcome, redact: Redactor) -> Optional[dict[str, Any]]:
+    if outcome.traceback is not None:
+        data = _exception_json(outcome.traceback.exception, redact)
+        data["chain"] = [_exception_json(e, redact) for e in outcome.traceback.chain]
+        return data
+    if outcome.fault is not None:
+        data = _exception_json(outcome.fault.as_exception(), redact)
+        data["chain"] = []
+        return data
+    return None
+
+
+def where_text(outcome: Outcome) -> Optional[str]:
+    return frame_text(outcome.where)
+
+
+def human_block(report: Report, report_file: Optional[str]) -> list[str]:
+    """The lines a person reads on stderr; the caller adds the prefix."""
+    ready = (
+        f"ready after {report.ready_after_s:.2f} s" if report.ready_after_s is not None
+        else "never ready"
+    )
+    if report.signal is not None:
+        how = f"killed by {report.signal}"
+    elif report.cause == "exec_failed":
+        how = "did not start"
+    else:
+        how = f"exit code {report.exit_code}"
+    lines = [
+        f"==== the app ended: {report.cause} ====",
+        f"summary:  {report.summary}",
+    ]
+    if report.where:
+        lines.append(f"where:    {report.where}")
+    lines += [
+        f"phase:    {report.phase} ({ready})",
+        f"status:   {how}; supervisor exits {report.status}",
+        f"uptime:   {report.uptime_s:.2f} s",
+    ]
+    if report.signals_received:
+        received = ", ".join(f"{s.name} at {s.at_s:.2f} s" for s in report.signals_received)
+        lines.append(f"signals:  {received}")
+    if report.memory_line:
+        lines.append(f"memory:   {report.memory_line}")
+    tail = [line for line in report.stderr_tail.splitlines() if line.strip()]
+    if tail:
+        lines.append("last lines of stderr:")
+        lines += [f"  | {line[:300]}" for line in tail[-HUMAN_TAIL_LINES:]]
+    if report_file:
+        lines.append(f"report:   {report_file}")
+    lines.append("=" * 12)
+    return lines
+
+
+def write_report_file(path: str, data: dict[str, Any]) -> None:
+    """Write then rename, so a reader never sees half a report."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2, ensure_ascii=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,536 @@
+"""Reading why a Python child died out of the text it left on stderr.
+
+Owns: finding, in the tail of a child's stderr, the traceback that ended the
+program (its type, message and frames, chained exceptions, the top levels of an
+exception group) and faulthandler's dump after a fatal signal, in the formats
+CPython 3.9 to 3.13 print.
+Must not know: where the text came from, how the child ended, or what is done
+with the result. Pure functions over strings: they never raise, whatever the
+input, and their work grows with the length of the text, not faster.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+# CPython stops printing nested groups at depth 10; deeper input is not its output.
+MAX_GROUP_DEPTH = 12
+FATAL_ERROR_TYPE = "FatalError"
+
+_TRACEBACK = "Traceback (most recent call last):"
+_GROUP_TRACEBACK = "+ Exception Group Traceback (most recent call last):"
+_CHAIN_MARKERS = frozenset(
+    {
+        "The above exception was the direct cause of the following exception:",
+        "During handling of the above exception, another exception occurred:",
+    }
+)
+_FATAL = "Fatal Python error: "
+
+# CSI sequences (colours, cursor moves) and the two-byte escapes.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# Line numbers are capped in length: int() refuses very long digit strings.
+_FRAME = re.compile(r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12}), in (?P<func>.*)$')
+# Where a SyntaxError points: no function, since the code never ran.
+_LOCATION = re.compile(r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12})\s*$')
+_FAULT_FRAME = re.compile(
+    r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12}|\?\?\?) in (?P<func>.*)$'
+)
+_THREAD = re.compile(
+    r"(?P<which>Current thread|Thread) 0x[0-9a-fA-F]+.*\(most recent call first\):\s*$"
+)
+_STACK = "Stack (most recent call first):"
+_EXCEPTION = re.compile(r"(?P<type>[A-Za-z_][\w.<>]*)(?::(?: (?P<value>.*))?)?$")
+# Log records interleaved with (or following) a traceback: uvicorn's "ERROR:    ",
+# logging's "WARNING:root:", gunicorn's "[2024-05-01 10:00:00 +0000]".
+_LOG_RECORD = re.compile(
+    r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|TRACE)[:\s]|\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d"
+)
+# Messages that servers log before a traceback they caught and survived.
+_HANDLED_INTRODUCERS = re.compile(
+    r"Exception in ASGI application|Exception in callback|Exception in thread"
+    r"|Exception ignored|Task exception was never retrieved"
+    r"|Future exception was never retrieved|Unhandled error in exception handler"
+    r"|Error in atexit|Error in ASGI Framework|Error handling request"
+)
+# Lines looked at above a traceback for such a message (asyncio puts a "handle:" line between).
+_INTRODUCER_LOOKBACK = 3
+# The most margin-less lines 3.11/3.12 print inside an exception group for one message.
+_MAX_BARE_GROUP_LINES = 64
+_GROUP_ITEM = re.compile(r"( *)([|+])(.*)$")
+_GROUP_SEPARATOR = re.compile(r"-+ (?:\d+|\.\.\.) -+\s*$")
+_CARETS = re.compile(r"\s*[\^~]+\s*$")
+
+_STDLIB_DIR = re.compile(r"[/\\]lib(?:64)?[/\\]python\d+(?:\.\d+)?t?[/\\]")
+_THIRD_PARTY_DIRS = ("/site-packages/", "/dist-packages/")
+_STDLIB_PREFIXES = tuple(
+    f"{root}/{lib}/python{sys.version_info[0]}.{sys.version_info[1]}/"
+    for root in sorted({sys.base_prefix, sys.prefix})
+    for lib in ("lib", "lib64")
+)
+_SOURCE_SUFFIXES = (".py", ".pyw", ".pyx")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame as printed. `function` is "" for the place a SyntaxError points at."""
+
+    filename: str
+    lineno: Optional[int]
+    function: str
+    context_line: Optional[str]
+
+    def is_app(self) -> bool:
+        """Whether the frame is the app's own code, not Python's or an installed package's."""
+        name = self.filename.replace("\\", "/")
+        if name.startswith("<") and name.endswith(">"):
+            return False
+        if any(part in name for part in _THIRD_PARTY_DIRS):
+            return False
+        if _STDLIB_DIR.search(name):
+            return False
+        if "/bin/" in name and not name.endswith(_SOURCE_SUFFIXES):
+            # A console script's wrapper (/usr/local/bin/uvicorn): installed, not written.
+            return False
+        return not name.startswith(_STDLIB_PREFIXES)
+
+    @property
+    def module(self) -> Optional[str]:
+        """The dotted module name, when the path says it; None for the app's absolute paths."""
+        name = self.filename.replace("\\", "/")
+        if name.startswith("<frozen ") and name.endswith(">"):
+            return name[len("<frozen ") : -1].strip() or None
+        if name.startswith("<"):
+            return None
+        root = max(name.rfind(part) + len(part) - 1 for part in _THIRD_PARTY_DIRS)
+        stdlib = _STDLIB_DIR.search(name)
+        if root >= len("/site-packages/") - 1:
+            relative = name[root + 1 :]
+        elif stdlib is not None:
+            relative = name[stdlib.end() :]
+        elif not name.startswith("/") and ".." not in name.split("/"):
+            # A relative path is relative to the directory the child was started in.
+            relative = name
+        else:
+            return None
+        return _dotted(relative)
+
+
+@dataclass(frozen=True)
+class ParsedException:
+    """One exception: `type` as printed (dotted when not a builtin), frames oldest first."""
+
+    type: str
+    value: str
+    frames: Tuple[Frame, ...]
+    group: Tuple[ParsedException, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedTraceback:
+    """The exception that ended the program and, oldest first, those chained before it."""
+
+    exception: ParsedException
+    chain: Tuple[ParsedException, ...]
+
+    def innermost_app_frame(self) -> Optional[Frame]:
+        for exc in (self.exception, *reversed(self.chain)):
+            frame = _innermost_app_frame(exc)
+            if frame is not None:
+                return frame
+        return None
+
+    def summary(self) -> str:
+        return _summary(self.exception)
+
+
+@dataclass(frozen=True)
+class FaulthandlerDump:
+    """faulthandler's report of a fatal error; every stack is oldest first."""
+
+    error: str
+    current_thread: Tuple[Frame, ...]
+    other_threads: Tuple[Tuple[Frame, ...], ...]
+
+    def innermost_app_frame(self) -> Optional[Frame]:
+        # Only the thread that faulted: another thread's code did not cause the signal.
+        for frame in reversed(self.current_thread):
+            if frame.is_app():
+                return frame
+        return None
+
+    def as_exception(self) -> ParsedException:
+        return ParsedException(FATAL_ERROR_TYPE, f"{_FATAL}{self.error}", self.current_thread)
+
+
+def find_fatal_traceback(text: str) -> Optional[ParsedTraceback]:
+    """The last traceback in `text` that ended the program, None if there is none.
+
+    Tracebacks that a server logged after a failed request or callback and then
+    carried on are skipped: they are not why the program stopped.
+    """
+    fatal: Optional[ParsedTraceback] = None
+    for traceback, handled in _scan(_split_lines(text), depth=0):
+        if not handled:
+            fatal = traceback
+    return fatal
+
+
+def find_faulthandler_dump(text: str) -> Optional[FaulthandlerDump]:
+    """The last faulthandler dump in `text`, None if there is none."""
+    lines = _split_lines(text)
+    start = next((i for i in range(len(lines) - 1, -1, -1) if _FATAL in lines[i]), None)
+    if start is None:
+        return None
+    error = lines[start].split(_FATAL, 1)[1].strip()
+    threads: List[Tuple[bool, List[Frame]]] = []
+    for line in lines[start + 1 :]:
+        header = _THREAD.match(line)
+        if header is not None or line.strip() == _STACK:
+            current = header is None or header.group("which") == "Current thread"
+            threads.append((current, []))
+            continue
+        frame = _FAULT_FRAME.match(line) if threads else None
+        if frame is not None:
+            lineno = frame.group("line")
+            threads[-1][1].append(
+                Frame(
+                    frame.group("file"),
+                    int(lineno) if lineno.isdigit() else None,
+                    frame.group("func").strip(),
+                    None,
+                )
+            )
+        elif threads and line.strip() and not line[0].isspace():
+            # "Extension modules: ..." or whatever the process printed next.
+            break
+        # Otherwise: blank lines between threads, "  <no Python frame>", "  ...", or,
+        # before the first thread, what Py_FatalError prints (runtime state, a traceback).
+    stacks = [(current, tuple(reversed(frames))) for current, frames in threads]
+    chosen = _faulting_thread(stacks)
+    if chosen is None:
+        return FaulthandlerDump(error, (), ())
+    others = tuple(stack for index, (_, stack) in enumerate(stacks) if index != chosen)
+    return FaulthandlerDump(error, stacks[chosen][1], others)
+
+
+def _faulting_thread(stacks: Sequence[Tuple[bool, Tuple[Frame, ...]]]) -> Optional[int]:
+    """The thread marked current; else the main thread, which CPython lists last."""
+    if not stacks:
+        return None
+    for index, (current, _) in enumerate(stacks):
+        if current:
+            return index
+    for index, (_, stack) in enumerate(stacks):
+        if stack and stack[0].function == "<module>":
+            return index
+    return len(stacks) - 1
+
+
+def _split_lines(text: str) -> List[str]:
+    text = _ANSI.sub("", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+# -- tracebacks ---------------------------------------------------------------------------
+
+_Found = Tuple[ParsedTraceback, bool]  # the traceback, and whether it was logged as handled
+
+
+def _scan(lines: Sequence[str], depth: int) -> List[_Found]:
+    """Every traceback in `lines`, with chained sections joined, in order."""
+    found: List[_Found] = []
+    i = 0
+    previous_end = 0
+    while i < len(lines):
+        kind = _start_kind(lines[i], depth)
+        if kind is None:
+            i += 1
+            continue
+        start = i
+        sections: List[ParsedException] = []
+        resume = start + 1
+        while True:
+            exception, end = _parse_section(lines, i, kind, depth)
+            if exception is None:
+                resume = max(resume, end)
+                break
+            sections.append(exception)
+            resume = end
+            chained = _chained_start(lines, end, depth)
+            if chained is None:
+                break
+            i, kind = chained
+        i = resume
+        if sections:
+            traceback = ParsedTraceback(sections[-1], tuple(sections[:-1]))
+            found.append((traceback, _introduced_as_handled(lines, previous_end, start)))
+            previous_end = resume
+    return found
+
+
+def _start_kind(line: str, depth: int) -> Optional[str]:
+    stripped = line.rstrip()
+    if stripped.endswith(_TRACEBACK):
+        if stripped.endswith(_GROUP_TRACEBACK) and depth < MAX_GROUP_DEPTH:
+            return "group"
+        return "header"
+    # A frame with no header above it: a script's own SyntaxError, or a tail that
+    # began in the middle of a traceback.
+    if 'File "' in line and (_FRAME.match(line) or _LOCATION.match(line)):
+        return "frames"
+    return None
+
+
+def _chained_start(lines: Sequence[str], end: int, depth: int) -> Optional[Tuple[int, str]]:
+    marker = _skip_blank(lines, end)
+    if marker >= len(lines) or lines[marker].strip() not in _CHAIN_MARKERS:
+        return None
+    start = _skip_blank(lines, marker + 1)
+    if start >= len(lines):
+        return None
+    kind = _start_kind(lines[start], depth)
+    return None if kind is None else (start, kind)
+
+
+def _skip_blank(lines: Sequence[str], i: int) -> int:
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    return i
+
+
+def _introduced_as_handled(lines: Sequence[str], previous_end: int, start: int) -> bool:
+    header = lines[start]
+    prefix = header[: header.find(_TRACEBACK)] if _TRACEBACK in header else ""
+    if _HANDLED_INTRODUCERS.search(prefix):
+        return True
+    seen = 0
+    i = start - 1
+    while i >= previous_end and seen < _INTRODUCER_LOOKBACK:
+        if lines[i].strip():
+            if _HANDLED_INTRODUCERS.search(lines[i]):
+                return True
+            seen += 1
+        i -= 1
+    return False
+
+
+def _parse_section(
+    lines: Sequence[str], i: int, kind: str, depth: int
+) -> Tuple[Optional[ParsedException], int]:
+    """One exception from its header (or first frame) on; the index after it either way."""
+    if kind == "group":
+        return _parse_group(lines, i, depth + 1)
+    return _parse_frames(lines, i + 1 if kind == "header" else i)
+
+
+def _parse_frames(lines: Sequence[str], i: int) -> Tuple[Optional[ParsedException], int]:
+    frames: List[Frame] = []
+    while i < len(lines):
+        line = lines[i]
+        call = _FRAME.match(line) if 'File "' in line else None
+        where = _LOCATION.match(line) if call is None and 'File "' in line else None
+        match = call or where
+        if match is not None:
+            context, i = _read_source(lines, i + 1, _indent(line))
+            function = call.group("func").strip() if call is not None else ""
+            frames.append(Frame(match.group("file"), int(match.group("line")), function, context))
+            continue
+        if not line.strip() or line.rstrip().endswith(_TRACEBACK) or _FATAL in line:
+            return None, i
+        if line[0].isspace() or _LOG_RECORD.match(line):
+            # "[Previous line repeated N more times]", or a line another writer slipped in.
+            i += 1
+            continue
+        exception = _EXCEPTION.match(line)
+        if exception is None:
+            return None, i
+        value, i = _read_value(lines, i + 1, exception.group("value") or "")
+        return ParsedException(exception.group("type"), value, tuple(frames)), i
+    return None, i
+
+
+def _read_source(lines: Sequence[str], i: int, frame_indent: int) -> Tuple[Optional[str], int]:
+    """The source shown under a frame; 3.11+ adds caret lines, 3.13 whole multi-line calls."""
+    context: Optional[str] = None
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip() or _indent(line) <= frame_indent:
+            break
+        if line.lstrip().startswith(("[Previous line repeated", 'File "')):
+            break
+        if context is None and not _CARETS.match(line):
+            context = line.strip()
+        i += 1
+    return context, i
+
+
+def _read_value(lines: Sequence[str], i: int, first: str) -> Tuple[str, int]:
+    """A message with the lines that continue it (multi-line messages, 3.11+ notes)."""
+    value = [first]
+    while i < len(lines) and not _ends_value(lines[i]):
+        value.append(lines[i])
+        i += 1
+    return "\n".join(value), i
+
+
+def _ends_value(line: str) -> bool:
+    stripped = line.strip()
+    return (
+        not stripped
+        or stripped.endswith(_TRACEBACK)
+        or stripped in _CHAIN_MARKERS
+        or _FATAL in line
+        or _LOG_RECORD.match(line) is not None
+        or ('File "' in line and _FRAME.match(line) is not None)
+    )
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+# -- exception groups ---------------------------------------------------------------------
+
+_Item = Tuple[int, str, str]  # margin column, "|" or "+", the rest of the line
+
+
+def _parse_group(lines: Sequence[str], i: int, depth: int) -> Tuple[Optional[ParsedException], int]:
+    """A 3.11+ exception group block: "+ Exception Group Traceback" down to its last line.
+
+    Every line carries a margin ("|" or "+") two columns further right per level;
+    the header may carry a log prefix, so the margin is measured on the next line.
+    """
+    first = _GROUP_ITEM.match(lines[i + 1]) if i + 1 < len(lines) else None
+    if first is None:
+        return None, i + 1
+    base = len(first.group(1))
+    items: List[_Item] = []
+    j = i + 1
+    while j < len(lines):
+        item = _group_item(lines[j], base)
+        if item is not None:
+            items.append(item)
+            j += 1
+            continue
+        # 3.11 and 3.12 print the later lines of a multi-line message without a margin.
+        resume = _next_group_item(lines, j, base) if items and items[-1][1] == "|" else None
+        if resume is None:
+            break
+        column = items[-1][0]
+        items.extend((column, "|", " " + lines[k]) for k in range(j, resume))
+        j = resume
+    return _build_group_node(items, 0, depth, top=True), j
+
+
+def _group_item(line: str, base: int) -> Optional[_Item]:
+    match = _GROUP_ITEM.match(line)
+    if match is None:
+        return None
+    column = len(match.group(1)) - base
+    if column < 0 or column % 2:
+        return None
+    return column, match.group(2), match.group(3)
+
+
+def _next_group_item(lines: Sequence[str], j: int, base: int) -> Optional[int]:
+    for k in range(j, min(len(lines), j + _MAX_BARE_GROUP_LINES)):
+        if not lines[k].strip():
+            return None
+        if _group_item(lines[k], base) is not None:
+            return k
+    return None
+
+
+def _build_group_node(
+    items: Sequence[_Item], column: int, depth: int, top: bool
+) -> Optional[ParsedException]:
+    """The exception whose own lines sit at `column`, with its sub-exceptions if a group."""
+    own: List[str] = [_TRACEBACK] if top else []
+    subs: List[List[_Item]] = []
+    current: Optional[List[_Item]] = None
+    for item in items:
+        item_column, margin, rest = item
+        if margin == "+":
+            # "+-+---- 1 ----" opens the first sub-exception one level right of its own
+            # "+"; "+---- 2 ----" and the closing "+-------" sit at the sub-exceptions' level.
+            level = item_column + 2 if rest.startswith("-+") else item_column
+            if level == column + 2:
+                if _is_numbered(rest):
+                    current = []
+                    subs.append(current)
+                else:
+                    current = None
+                continue
+        if current is not None:
+            current.append(item)
+        elif margin == "|" and item_column == column:
+            own.append(rest[1:] if rest.startswith(" ") else rest)
+    exception = _own_exception(own, depth)
+    if exception is None or not subs:
+        return exception
+    group: List[ParsedException] = []
+    if depth < MAX_GROUP_DEPTH:
+        for sub in subs:
+            parsed = _build_group_node(sub, column + 2, depth + 1, top=False)
+            if parsed is not None:
+                group.append(parsed)
+    return replace(exception, group=tuple(group))
+
+
+def _is_numbered(rest: str) -> bool:
+    return _GROUP_SEPARATOR.match(rest[2:] if rest.startswith("-+") else rest) is not None
+
+
+def _own_exception(lines: Sequence[str], depth: int) -> Optional[ParsedException]:
+    found = _scan(lines, depth)
+    if found:
+        return found[-1][0].exception
+    # A sub-exception that was never raised has no traceback, only its last line.
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        match = _EXCEPTION.match(line)
+        if match is None or _LOG_RECORD.match(line):
+            return None
+        value, _ = _read_value(lines, i + 1, match.group("value") or "")
+        return ParsedException(match.group("type"), value, ())
+    return None
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def _innermost_app_frame(exception: ParsedException) -> Optional[Frame]:
+    # A group's sub-exceptions were raised below the frames of the group itself.
+    for sub in exception.group:
+        frame = _innermost_app_frame(sub)
+        if frame is not None:
+            return frame
+    for frame in reversed(exception.frames):
+        if frame.is_app():
+            return frame
+    return None
+
+
+def _summary(exception: ParsedException) -> str:
+    first_line = exception.value.split("\n", 1)[0].strip()
+    return f"{exception.type}: {first_line}" if first_line else exception.type
+
+
+def _dotted(relative: str) -> Optional[str]:
+    for suffix in _SOURCE_SUFFIXES:
+        if relative.endswith(suffix):
+            relative = relative[: -len(suffix)]
+            break
+    else:
+        return None
+    parts = [part for part in relative.split("/") if part and part != "."]
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    if not parts or not all(part.isidentifier() for part in parts):
+        return None
+    return ".".join(parts)

@@ -1,0 +1,1 @@
+from services.sms import send_sms  # noqa: F401

@@ -1,0 +1,187 @@
+"""Fixtures that run the real supervisor over real child processes.
+
+Every process a test starts is killed at teardown, with its whole tree:
+the supervisor runs in its own session and its children in their own groups.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILDREN = Path(__file__).resolve().parent / "children"
+PYTHON = sys.executable
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+             what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def child(name: str) -> str:
+    return str(CHILDREN / name)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Run:
+    """A running supervisor; ``finish()`` waits and returns (status, stdout, stderr)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.stdout = b""
+        self.stderr = b""
+        self.status: Optional[int] = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def read_stdout_line(self, timeout: float = 10.0) -> str:
+        """One line of the child's stdout (inherited through the supervisor)."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        import select
+
+        ready, _, _ = select.select([fd], [], [], timeout)
+        assert ready, f"no stdout line within {timeout} s"
+        return self.process.stdout.readline().decode()
+
+    def finish(self, timeout: float = 30.0, linger: float = 2.0) -> tuple[int, bytes, bytes]:
+        """Wait for the supervisor to exit, then collect its output.
+
+        Output is read until EOF or ``linger`` seconds after the exit: an
+        orphaned grandchild may hold the pipes open long after.
+        """
+        import selectors
+
+        streams = {
+            stream.fileno(): name
+            for stream, name in ((self.process.stdout, "stdout"), (self.process.stderr, "stderr"))
+            if stream is not None and not stream.closed
+        }
+        chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        selector = selectors.DefaultSelector()
+        for fd in streams:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        exited_at: Optional[float] = None
+        while selector.get_map():
+            now = time.monotonic()
+            if exited_at is None and self.process.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > linger:
+                break
+            if now > deadline:
+                raise AssertionError(f"the supervisor did not exit within {timeout} s")
+            for key, _ in selector.select(0.05):
+                try:
+                    data = os.read(key.fd, 1 << 20)
+                except BlockingIOError:
+                    continue
+                if data:
+                    chunks[streams[key.fd]].append(data)
+                else:
+                    selector.unregister(key.fd)
+        selector.close()
+        code = self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        self.stdout += b"".join(chunks["stdout"])
+        self.stderr += b"".join(chunks["stderr"])
+        self.status = code
+        return code, self.stdout, self.stderr
+
+    @property
+    def text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=5)
+
+
+@pytest.fixture
+def supervise(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+    runs: list[Run] = []
+
+    def start(
+        *args: str,
+        env: Optional[dict[str, str]] = None,
+        stdin: Optional[int] = subprocess.DEVNULL,
+        stdout: Optional[int] = subprocess.PIPE,
+        stderr: Optional[int] = subprocess.PIPE,
+        prefix: Sequence[str] = (),
+    ) -> Run:
+        full_env = dict(os.environ)
+        full_env.pop("SENTRY_DSN", None)
+        full_env.update(env or {})
+        process = subprocess.Popen(
+            [*prefix, PYTHON, "-m", "supervisor", *args],
+            stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=str(tmp_path),
+            start_new_session=True,
+        )
+        run = Run(process)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        kill_tree(run.pid)
+        if run.process.poll() is None:
+            run.process.kill()
+        run.process.wait(timeout=10)
+        for stream in (run.process.stdout, run.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def supervisor_lines(stderr: bytes) -> list[str]:
+    return [
+        line for line in stderr.decode("utf-8", "replace").splitlines()
+        if line.startswith("[supervisor] ")
+    ]
+
+
+def needs_unshare() -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a PID namespace needs root and util-linux unshare")
+
+
+UNSHARE_PID = ("unshare", "--pid", "--fork", "--mount-proc")
+SIGNALS = signal

@@ -1,0 +1,114 @@
+"""The command line: every bad value is one line, exit 2, and no child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from supervisor.cli import parse_args
+from supervisor.config import LogFormat, parse_duration, parse_size
+from supervisor.errors import UsageError
+
+from .conftest import Run
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--stop-timeout", "3x"], "--stop-timeout"),
+        (["--stop-timeout=-1"], "--stop-timeout"),
+        (["--stop-timeout"], "--stop-timeout"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--kill-group=maybe"], "--kill-group"),
+        (["--no-such-flag"], "--no-such-flag"),
+        (["--report-file="], "--report-file"),
+    ],
+)
+def test_bad_flag_is_one_line_exit_2_and_no_child(
+    supervise: Callable[..., Run], tmp_path: Path, args: list[str], named: str
+) -> None:
+    marker = tmp_path / "started"
+    run = supervise(*args, "--", "touch", str(marker))
+    code, _, err = run.finish()
+    assert code == 2
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert named in lines[0]
+    assert not marker.exists()
+
+
+def test_missing_command_is_a_usage_error(supervise: Callable[..., Run]) -> None:
+    run = supervise("--kill-group")
+    code, _, err = run.finish()
+    assert code == 2
+    assert "no command given" in err.decode()
+
+
+def test_bad_environment_value_names_the_variable(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    run = supervise("touch", str(marker), env={"SUPERVISOR_STOP_TIMEOUT": "soon"})
+    code, _, err = run.finish()
+    assert code == 2
+    assert "SUPERVISOR_STOP_TIMEOUT" in err.decode()
+    assert not marker.exists()
+
+
+def test_help_lists_every_option_and_its_variable(supervise: Callable[..., Run]) -> None:
+    code, out, _ = supervise("--help").finish()
+    assert code == 0
+    text = out.decode()
+    for flag, env in [("--stop-timeout", "SUPERVISOR_STOP_TIMEOUT"),
+                      ("--kill-group", "SUPERVISOR_KILL_GROUP"),
+                      ("--relay-stdout", "SUPERVISOR_RELAY_STDOUT"),
+                      ("--report-file", "SUPERVISOR_REPORT_FILE"),
+                      ("--log-format", "SUPERVISOR_LOG_FORMAT")]:
+        assert flag in text and env in text
+
+
+def test_flag_wins_over_environment_variable() -> None:
+    config = parse_args(["--stop-timeout", "3s", "true"], {"SUPERVISOR_STOP_TIMEOUT": "9"})
+    assert config.stop_timeout_s == 3.0
+    config = parse_args(["true"], {"SUPERVISOR_STOP_TIMEOUT": "9", "SUPERVISOR_KILL_GROUP": "1"})
+    assert config.stop_timeout_s == 9.0
+    assert config.kill_group
+
+
+def test_double_dash_is_optional_when_the_command_has_no_dash() -> None:
+    assert parse_args(["uvicorn", "--port", "1"], {}).command == ("uvicorn", "--port", "1")
+    assert parse_args(["--", "-weird"], {}).command == ("-weird",)
+    assert parse_args(["--log-format=json", "--", "x"], {}).log_format is LogFormat.JSON
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration("--x", text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512M", 512 << 20), ("1G", 1 << 30), ("536870912", 536870912),
+                       ("1.5GiB", 3 << 29)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size("--x", text) == size
+
+
+@pytest.mark.parametrize("text", ["12X", "", "-1M", "0"])
+def test_bad_sizes_name_the_option(text: str) -> None:
+    with pytest.raises(UsageError, match="--memory-limit"):
+        parse_size("--memory-limit", text)
+
+
+def test_json_log_format_makes_every_supervisor_line_json(supervise: Callable[..., Run]) -> None:
+    import json
+
+    code, _, err = supervise("--log-format", "json", "sh", "-c", "exit 7").finish()
+    assert code == 7
+    records = [json.loads(line) for line in err.decode().splitlines()]
+    assert records and all(r["logger"] == "supervisor" for r in records)
+    assert any(r.get("cause") == "exit_code" for r in records)

@@ -1,0 +1,702 @@
+"""The memory watcher over real processes and real memory cgroups.
+
+cgroup v1 tests create groups nested under this process's own (tests/cgroups.py)
+and remove them; v2 is tested on v2 file contents where the machine has no
+usable v2 memory controller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable, Optional
+
+import psutil
+import pytest
+
+from supervisor.memory import (
+    CgroupMemory,
+    CgroupSnapshot,
+    MemoryFacts,
+    MemoryWarning,
+    MemoryWatcher,
+    TerminationLog,
+    Timeline,
+    raise_oom_score_adj,
+)
+
+from . import cgroups
+
+MIB = 1024 * 1024
+CHILDREN = Path(__file__).resolve().parent / "children"
+PYTHON = sys.executable
+CGROUP_UNUSABLE = cgroups.unusable_reason()
+needs_cgroup = pytest.mark.skipif(CGROUP_UNUSABLE is not None, reason=str(CGROUP_UNUSABLE))
+
+
+def poll(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def reap(process: subprocess.Popen[bytes], timeout: float = 15.0) -> tuple[int, int]:
+    """Wait for ``process`` with wait4; return (wait status, ru_maxrss in bytes)."""
+    result: list[tuple[int, int]] = []
+
+    def done() -> bool:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            result.append((status, usage.ru_maxrss * 1024))  # Linux reports KiB
+            process.returncode = os.waitstatus_to_exitcode(status)
+        return bool(pid)
+
+    poll(done, timeout, f"pid {process.pid} to end")
+    return result[0]
+
+
+def killed_by_sigkill(status: int) -> bool:
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a child script in its own session; kill its whole group at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        *argv: str, group: Optional[str] = None, stdout: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=stdout,
+            start_new_session=True,
+            preexec_fn=cgroups.join(group) if group is not None else None,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            process.wait(timeout=10)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def memory_group() -> Iterator[Callable[..., str]]:
+    """Make memory cgroups nested under this process's own; remove them at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def make(limit_bytes: Optional[int], parent: Optional[str] = None) -> str:
+            return stack.enter_context(cgroups.memory_cgroup(limit_bytes, parent=parent))
+
+        yield make
+
+
+def script(name: str, *args: str) -> tuple[str, ...]:
+    return (PYTHON, str(CHILDREN / name), *args)
+
+
+def read_line(process: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+    import select
+
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"no line from pid {process.pid} within {timeout} s"
+    return process.stdout.readline().decode()
+
+
+def tree_rss(pid: int) -> tuple[int, set[int]]:
+    """The tree's RSS as psutil sees it, process by process."""
+    root = psutil.Process(pid)
+    tree = [root, *root.children(recursive=True)]
+    return sum(p.memory_info().rss for p in tree), {p.pid for p in tree}
+
+
+# -- finding and reading cgroups --------------------------------------------------
+
+
+@needs_cgroup
+def test_of_process_finds_the_memory_group_this_process_is_in() -> None:
+    own = cgroups.own_memory_group()
+    found = CgroupMemory.of_process()
+    assert found is not None
+    assert (found.path, found.version) == (own.own_group, own.version)
+    snapshot = found.read()
+    assert snapshot.usage_bytes is not None and snapshot.usage_bytes > 0
+    assert snapshot.peak_bytes is not None and snapshot.peak_bytes >= snapshot.usage_bytes // 2
+    assert snapshot.oom_kills is not None
+
+
+@needs_cgroup
+def test_of_process_finds_a_child_placed_in_a_nested_group(
+    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
+) -> None:
+    group = memory_group(64 * MIB)
+    process = spawn("sleep", "30", group=group)
+    found = CgroupMemory.of_process(process.pid)
+    assert found is not None and found.path == group
+    snapshot = found.read()
+    assert snapshot.limit_bytes == 64 * MIB
+    assert snapshot.oom_kills == 0
+
+
+@needs_cgroup
+def test_limit_is_the_smallest_of_the_group_and_its_ancestors(
+    memory_group: Callable[..., str],
+) -> None:
+    outer = memory_group(96 * MIB)
+    inner = memory_group(None, parent=outer)
+    version = cgroups.own_memory_group().version
+    assert CgroupMemory.at(inner, version).read().limit_bytes == 96 * MIB
+    tighter = memory_group(32 * MIB, parent=outer)
+    assert CgroupMemory.at(tighter, version).read().limit_bytes == 32 * MIB
+
+
+@needs_cgroup
+def test_an_unlimited_group_reads_as_no_limit(memory_group: Callable[..., str]) -> None:
+    own = cgroups.own_memory_group()
+    parent_limit = CgroupMemory.at(own.own_group, own.version).read().limit_bytes
+    group = memory_group(None)
+    # Unlimited here means the parent's effective limit, None when it has none.
+    assert CgroupMemory.at(group, own.version).read().limit_bytes == parent_limit
+
+
+def test_unreadable_group_gives_none_fields(tmp_path: Path) -> None:
+    for version in (1, 2):
+        snapshot = CgroupMemory.at(str(tmp_path / "gone"), version).read()
+        assert snapshot == CgroupSnapshot(None, None, None, None)
+
+
+# Files as a cgroup v2 kernel (6.x) writes them, after an OOM kill at 512 MiB.
+V2_FILES = {
+    "memory.current": "278528\n",
+    "memory.peak": "536870912\n",
+    "memory.max": "max\n",
+    "memory.events": "low 0\nhigh 0\nmax 35\noom 1\noom_kill 1\noom_group_kill 0\n",
+    "memory.stat": (
+        "anon 98304\nfile 163840\nkernel 16384\nkernel_stack 0\npagetables 0\n"
+        "sec_pagetables 0\npercpu 0\nsock 0\nvmalloc 0\nshmem 0\nfile_mapped 0\n"
+        "file_dirty 0\nfile_writeback 0\nswapcached 0\nanon_thp 0\nfile_thp 0\n"
+        "shmem_thp 0\ninactive_anon 94208\nactive_anon 4096\ninactive_file 122880\n"
+        "active_file 40960\nunevictable 0\nslab_reclaimable 0\nslab_unreclaimable 0\n"
+        "slab 0\npgfault 133216\npgmajfault 0\noom_kill 1\n"
+    ),
+}
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def test_v2_files_are_read_with_the_limit_of_an_ancestor(tmp_path: Path) -> None:
+    # The mount's root group has no memory.max; the service group has the
+    # limit; the app's group below it is "max".
+    root = tmp_path / "cgroup root"
+    write_files(root, {"cgroup.controllers": "cpu io memory pids\n"})
+    service = root / "system.slice" / "app.service"
+    write_files(root / "system.slice", {"memory.max": "max\n"})
+    write_files(service, {"memory.max": "536870912\n"})
+    group = service / "app"
+    write_files(group, V2_FILES)
+    snapshot = CgroupMemory.at(str(group), 2).read()
+    assert snapshot == CgroupSnapshot(
+        usage_bytes=278528,
+        peak_bytes=536870912,
+        limit_bytes=536870912,
+        oom_kills=1,
+        inactive_file_bytes=122880,
+    )
+    assert snapshot.working_set_bytes == 278528 - 122880
+
+
+def test_v2_before_memory_peak_and_without_a_limit(tmp_path: Path) -> None:
+    files = {k: v for k, v in V2_FILES.items() if k != "memory.peak"}
+    write_files(tmp_path / "g", files)
+    snapshot = CgroupMemory.at(str(tmp_path / "g"), 2).read()
+    assert snapshot.peak_bytes is None
+    assert snapshot.limit_bytes is None
+
+
+def test_of_process_reads_v2_membership_through_the_mount_table(tmp_path: Path) -> None:
+    # A /proc for pid 4242 in a v2-only container without a cgroup namespace:
+    # the group path is under the mount's root, and the mount point has a space.
+    mount_point = tmp_path / "fs cgroup"
+    write_files(mount_point / "pod1" / "ctr", V2_FILES)
+    proc = tmp_path / "proc"
+    write_files(
+        proc / "4242",
+        {
+            "cgroup": "0::/kubepods/pod1/ctr\n",
+            "mountinfo": (
+                "22 1 0:21 / / rw,relatime - overlay overlay rw\n"
+                f"30 22 0:26 /kubepods {str(mount_point).replace(' ', chr(92) + '040')} "
+                "ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+            ),
+        },
+    )
+    found = CgroupMemory.of_process(4242, proc=str(proc))
+    assert found == CgroupMemory(str(mount_point / "pod1" / "ctr"), 2)
+
+
+def test_of_process_skips_a_v2_hierarchy_without_memory(tmp_path: Path) -> None:
+    # This machine's layout: v1 memory, plus an empty v2 mount (no memory.current).
+    v1 = tmp_path / "memory"
+    write_files(v1 / "job", {"memory.usage_in_bytes": "4096\n"})
+    write_files(tmp_path / "unified", {"cgroup.procs": ""})
+    proc = tmp_path / "proc"
+    mountinfo = (
+        f"35 31 0:32 / {v1} rw,relatime - cgroup cgroup rw,memory\n"
+        f"41 31 0:38 / {tmp_path / 'unified'} rw,relatime - cgroup2 cgroup2 rw\n"
+    )
+    write_files(proc / "self", {"cgroup": "4:memory:/job\n0::/\n", "mountinfo": mountinfo})
+    assert CgroupMemory.of_process(proc=str(proc)) == CgroupMemory(str(v1 / "job"), 1)
+    write_files(proc / "self", {"cgroup": "0::/\n"})
+    assert CgroupMemory.of_process(proc=str(proc)) is None
+    assert CgroupMemory.of_process(proc=str(tmp_path / "no proc")) is None
+
+
+# -- OOM attribution ---------------------------------------------------------------
+
+
+def watch_until_exit(
+    watcher: MemoryWatcher, process: subprocess.Popen[bytes], timeout: float = 20.0
+) -> tuple[int, int, list[MemoryWarning]]:
+    """Sample every 10 ms until the child ends; (status, ru_maxrss bytes, warnings)."""
+    warnings: list[MemoryWarning] = []
+    result: list[tuple[int, int]] = []
+
+    def ended() -> bool:
+        warning = watcher.sample()
+        if warning is not None:
+            warnings.append(warning)
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            result.append((status, usage.ru_maxrss * 1024))
+            process.returncode = os.waitstatus_to_exitcode(status)
+        return bool(pid)
+
+    poll(ended, timeout, f"pid {process.pid} to end")
+    return result[0][0], result[0][1], warnings
+
+
+@needs_cgroup
+def test_a_real_oom_kill_in_a_96_mb_group_is_attributed(
+    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
+) -> None:
+    limit = 96 * MIB
+    group = memory_group(limit)
+    cgroup = CgroupMemory.at(group, cgroups.own_memory_group().version)
+    watcher = MemoryWatcher(0.5, 0.9, cgroup=cgroup)
+    process = spawn(*script("mem_grow.py", "--step-mb", "8"), group=group)
+    watcher.start(process.pid, time.monotonic())
+    status, max_rss, _ = watch_until_exit(watcher, process)
+    assert killed_by_sigkill(status)
+    assert cgroup.read().oom_kills == 1
+    facts = watcher.finish(max_rss, killed_by_sigkill(status))
+    assert facts.oom_evidence == "cgroup oom_kill counter rose by 1"
+    assert facts.oom_kills == 1
+    assert facts.cgroup_limit_bytes == limit
+    assert facts.cgroup_peak_bytes is not None and facts.cgroup_peak_bytes >= 0.95 * limit
+    # RSS also counts shared library pages charged to other groups, so it can
+    # pass the group's limit a little.
+    assert facts.peak_rss_bytes is not None
+    assert 0.8 * limit <= facts.peak_rss_bytes <= 1.3 * limit
+    assert facts.cgroup_version == cgroup.version
+    print(facts.sparkline())
+
+
+@needs_cgroup
+def test_a_plain_kill_9_without_pressure_has_no_oom_evidence(
+    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
+) -> None:
+    group = memory_group(256 * MIB)
+    cgroup = CgroupMemory.at(group, cgroups.own_memory_group().version)
+    watcher = MemoryWatcher(0.5, 0.9, cgroup=cgroup)
+    process = spawn(*script("mem_grow.py", "--step-mb", "8", "--max-mb", "24"), group=group)
+    watcher.start(process.pid, time.monotonic())
+    poll(lambda: read_line(process) == "holding\n", 15, "the child to hold its memory")
+    assert watcher.sample() is None
+    process.kill()
+    status, max_rss = reap(process)
+    assert killed_by_sigkill(status)
+    facts = watcher.finish(max_rss, True)
+    assert facts.oom_evidence is None
+    assert facts.oom_kills == 0
+    assert facts.peak_rss_bytes is not None and facts.peak_rss_bytes >= 24 * MIB
+
+
+def test_usage_at_the_limit_is_the_evidence_when_the_kernel_keeps_no_counter(
+    tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    # v1 files as a kernel before 4.13 writes them: memory.oom_control has no
+    # oom_kill line. The group was far from its limit before the run.
+    limit = 96 * MIB
+    group = tmp_path / "job"
+    before = {
+        "memory.usage_in_bytes": f"{8 * MIB}\n",
+        "memory.max_usage_in_bytes": f"{8 * MIB}\n",
+        "memory.limit_in_bytes": f"{limit}\n",
+        "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\n",
+        "memory.stat": f"cache 0\nrss {8 * MIB}\nhierarchical_memory_limit {limit}\n",
+    }
+    write_files(group, before)
+    process = spawn("sleep", "30")
+    watcher = MemoryWatcher(0.5, 0.9, cgroup=CgroupMemory.at(str(group), 1))
+    watcher.start(process.pid, time.monotonic())
+    watcher.sample()
+    write_files(group, {"memory.usage_in_bytes": "0\n", "memory.max_usage_in_bytes": f"{limit}\n"})
+    process.kill()
+    status, max_rss = reap(process)
+    facts = watcher.finish(max_rss, killed_by_sigkill(status))
+    assert facts.oom_kills is None
+    assert facts.oom_evidence == f"peak {limit} reached the limit {limit}"
+    # A peak that was already at the limit before the run says nothing.
+    write_files(group, before | {"memory.max_usage_in_bytes": f"{limit}\n"})
+    again = MemoryWatcher(0.5, 0.9, cgroup=CgroupMemory.at(str(group), 1))
+    again.start(os.getpid(), time.monotonic())
+    assert again.finish(None, True).oom_evidence is None
+    # Not SIGKILL: no evidence, whatever the files say.
+    assert watcher.finish(max_rss, False).oom_evidence is None
+
+
+# -- peaks and the tree ---------------------------------------------------------------
+
+
+@needs_cgroup
+def test_a_300_mb_spike_freed_at_once_is_in_the_peak(
+    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
+) -> None:
+    group = memory_group(1024 * MIB)
+    cgroup = CgroupMemory.at(group, cgroups.own_memory_group().version)
+    watcher = MemoryWatcher(0.5, 0.9, cgroup=cgroup)
+    process = spawn(*script("mem_spike.py", "--mb", "300"), group=group)
+    started = time.monotonic()
+    watcher.start(process.pid, started)
+    watcher.sample()
+    status, max_rss = reap(process)
+    assert os.waitstatus_to_exitcode(status) == 0
+    facts = watcher.finish(max_rss, False)
+    assert max_rss >= 300 * MIB
+    assert facts.peak_rss_bytes is not None and facts.peak_rss_bytes >= 300 * MIB
+    assert facts.cgroup_peak_bytes is not None and facts.cgroup_peak_bytes >= 300 * MIB
+    assert facts.oom_evidence is None and facts.oom_kills == 0
+
+
+def test_a_four_process_tree_is_sampled_as_the_sum(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    process = spawn(*script("mem_tree.py", "--children", "3", "--mb", "20"))
+    pids = {int(p) for p in read_line(process).split()[1:]}
+    assert len(pids) == 4
+    watcher = MemoryWatcher(0.5, 0.9)
+    watcher.start(process.pid, time.monotonic())
+    watcher.sample()
+    sample = watcher.last_sample
+    expected, seen = tree_rss(process.pid)
+    assert sample is not None and sample.tree_rss_bytes is not None
+    assert set(watcher.tree_pids) == pids == seen
+    assert sample.processes == 4
+    assert sample.tree_rss_bytes >= 3 * 20 * MIB
+    assert abs(sample.tree_rss_bytes - expected) <= 0.05 * expected
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_uvicorn_with_three_workers_is_sampled_as_one_tree(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    port = free_port()
+    process = spawn(
+        PYTHON, "-m", "uvicorn", "mem_app:app", "--app-dir", str(CHILDREN),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "3", "--log-level", "warning",
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    poll(answers, 20, "uvicorn to answer")
+    watcher = MemoryWatcher(0.5, 0.9)
+    watcher.start(process.pid, time.monotonic())
+    workers = psutil.Process(process.pid).children()
+    poll(lambda: len([w for w in workers if w.is_running()]) >= 3, 10, "3 workers")
+    # Workers settle after their first request; compare once two samples agree.
+    values: list[int] = []
+
+    def steady() -> bool:
+        watcher.sample()
+        sample = watcher.last_sample
+        assert sample is not None and sample.tree_rss_bytes is not None
+        values.append(sample.tree_rss_bytes)
+        return len(values) > 1 and abs(values[-1] - values[-2]) <= 0.01 * values[-1]
+
+    poll(steady, 10, "the tree's RSS to settle")
+    expected, seen = tree_rss(process.pid)
+    assert {process.pid, *(w.pid for w in workers)} <= set(watcher.tree_pids) == seen
+    assert abs(values[-1] - expected) <= 0.05 * expected
+
+
+# -- the early warning ---------------------------------------------------------------
+
+
+@needs_cgroup
+def test_the_warning_fires_once_at_the_threshold(
+    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
+) -> None:
+    limit = 128 * MIB
+    group = memory_group(limit)
+    cgroup = CgroupMemory.at(group, cgroups.own_memory_group().version)
+    watcher = MemoryWatcher(0.5, 0.9, cgroup=cgroup)
+    threshold = 0.9 * limit
+    # 2 MiB every 50 ms up to 112 MiB: past 90 % of 128 MiB with the
+    # interpreter's own pages, short of the limit.
+    process = spawn(
+        *script("mem_grow.py", "--step-mb", "2", "--interval", "0.05", "--max-mb", "112"),
+        group=group,
+    )
+    watcher.start(process.pid, time.monotonic())
+    usages: list[int] = []
+    warnings: list[tuple[int, MemoryWarning]] = []
+    held_since: list[float] = []
+
+    def held_a_while() -> bool:
+        warning = watcher.sample()
+        sample = watcher.last_sample
+        assert sample is not None and sample.cgroup is not None
+        usage = sample.cgroup.working_set_bytes
+        assert usage is not None
+        if warning is not None:
+            warnings.append((len(usages), warning))
+        usages.append(usage)
+        if usage >= threshold and not held_since:
+            held_since.append(time.monotonic())
+        return bool(held_since) and time.monotonic() - held_since[0] > 1.0
+
+    poll(held_a_while, 20, "usage to pass 90 % of the limit")
+    assert process.poll() is None, "the child was meant to stay below the limit"
+    assert len(warnings) == 1
+    index, warning = warnings[0]
+    assert usages[index - 1] < threshold <= warning.usage_bytes == usages[index]
+    assert warning.usage_bytes < threshold + 8 * MIB
+    assert warning.limit_bytes == limit
+    assert warning.fraction == pytest.approx(warning.usage_bytes / limit)
+    assert warning.growth_bytes_per_s is not None and warning.growth_bytes_per_s > 5 * MIB
+    assert "of 128 MiB" in warning.message()
+    print(warning.message())
+
+
+# -- cost ----------------------------------------------------------------------------
+
+
+def test_sampling_cost_of_a_five_process_tree(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    process = spawn(*script("mem_tree.py", "--children", "4", "--mb", "1"))
+    assert len(read_line(process).split()) == 6
+    watcher = MemoryWatcher(0.5, 0.9)
+    watcher.start(process.pid, time.monotonic())
+    watcher.sample()
+    assert watcher.last_sample is not None and watcher.last_sample.processes == 5
+    count = 100
+    started = time.process_time()
+    for _ in range(count):
+        watcher.sample()
+    per_sample_ms = (time.process_time() - started) / count * 1000
+    share = per_sample_ms / 1000 / watcher.interval_s * 100
+    print(
+        f"memory sampling: {per_sample_ms:.3f} ms CPU per sample of 5 processes"
+        f" (cgroup v{watcher.cgroup.version if watcher.cgroup else '-'}),"
+        f" {share:.3f} % of one core at {watcher.interval_s} s"
+    )
+    assert watcher.disabled_reason is None
+    assert per_sample_ms < 5.0
+
+
+def test_psutil_is_not_imported_before_the_watcher_starts() -> None:
+    code = (
+        "import sys\n"
+        "from supervisor.memory import MemoryWatcher\n"
+        "watcher = MemoryWatcher(0.5, 0.9)\n"
+        "assert 'psutil' not in sys.modules, 'imported too early'\n"
+        "watcher.start(__import__('os').getpid(), 0.0)\n"
+        "assert 'psutil' in sys.modules\n"
+    )
+    subprocess.run([PYTHON, "-c", code], check=True, cwd=str(CHILDREN.parent.parent))
+
+
+# -- never raising ------------------------------------------------------------------
+
+
+def test_sampling_a_child_that_has_gone_returns_nothing_and_keeps_going(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    process = spawn("true")
+    watcher = MemoryWatcher(0.5, 0.9)
+    watcher.start(process.pid, time.monotonic())
+    reap(process)
+    assert watcher.sample() is None
+    assert watcher.disabled_reason is None
+    assert watcher.last_sample is not None and watcher.last_sample.tree_rss_bytes is None
+    facts = watcher.finish(None, False)
+    assert facts.samples == () and facts.peak_rss_bytes is None
+
+
+def test_an_error_while_sampling_disables_the_watcher_with_a_reason() -> None:
+    calls: list[float] = []
+
+    def clock() -> float:
+        calls.append(0.0)
+        if len(calls) > 1:
+            raise OSError("clock gone")
+        return 0.0
+
+    watcher = MemoryWatcher(0.5, 0.9, clock=clock)
+    watcher.start(os.getpid(), clock())
+    assert watcher.sample() is None
+    assert watcher.disabled_reason is not None and "clock gone" in watcher.disabled_reason
+    assert watcher.sample() is None
+    assert len(calls) == 2  # disabled: no further attempt
+
+
+def test_sample_before_start_is_nothing() -> None:
+    assert MemoryWatcher(0.5, 0.9).sample() is None
+
+
+# -- the timeline and the human line ------------------------------------------------
+
+
+def test_the_timeline_stays_bounded_and_keeps_the_peak() -> None:
+    timeline = Timeline()
+    week = 7 * 24 * 3600 * 2  # a week at 2 samples a second: about 1 s here
+    spike = 3 * 24 * 3600 * 2
+    for i in range(week):
+        timeline.add(i / 2, 5_000_000 if i == spike else 1000 + i % 7)
+    points = timeline.points()
+    assert len(points) <= 240
+    # Thinning merges neighbours into the earlier time and the larger value.
+    assert points[0][0] == 0.0
+    assert max(v for _, v in points) == 5_000_000
+    times = [t for t, _ in points]
+    assert times == sorted(times)
+    # The most recent samples are at full rate.
+    assert times[-1] == (week - 1) / 2
+    assert times[-1] - times[-100] == pytest.approx(99 / 2)
+
+
+def test_sparkline_names_peak_and_limit_in_mib() -> None:
+    samples = tuple((i * 0.5, (i + 1) * 64 * MIB) for i in range(8))
+    facts = MemoryFacts(511 * MIB, None, 512 * MIB, 1, samples, "x", 1)
+    line = facts.sparkline()
+    assert line == "▁▂▃▄▅▆▇█ peak 511 MiB of 512 MiB"
+    assert "\n" not in line
+    # RSS counts shared pages charged elsewhere: the cgroup's peak is the one
+    # the limit is about, so it is named too.
+    with_cgroup = MemoryFacts(530 * MIB, 512 * MIB, 512 * MIB, 1, samples, "x", 1)
+    assert with_cgroup.sparkline().endswith(" peak 530 MiB, cgroup peak 512 MiB of 512 MiB")
+    # A spike that sampling missed leaves the bars below the peak.
+    missed = MemoryFacts(1024 * MIB, None, None, None, samples, None, None)
+    assert missed.sparkline() == "▁▁▂▂▃▃▄▄ peak 1024 MiB, no limit"
+    no_limit = MemoryFacts(3 * MIB, None, None, None, (), None, None)
+    assert no_limit.sparkline() == "peak 3.0 MiB, no limit"
+    wide = MemoryFacts(10 * MIB, None, None, None, tuple((i, i) for i in range(500)), None, 2)
+    assert len(wide.sparkline(width=40).split(" ")[0]) == 40
+
+
+def test_report_has_the_spec_fields() -> None:
+    facts = MemoryFacts(5, 6, 7, 0, ((0.0, 5), (0.5, 4)), None, 1)
+    assert facts.as_report() == {
+        "peak_rss_bytes": 5,
+        "cgroup_peak_bytes": 6,
+        "cgroup_limit_bytes": 7,
+        "oom_kills": 0,
+        "samples": [[0.0, 5], [0.5, 4]],
+        "oom_evidence": None,
+        "cgroup_version": 1,
+    }
+
+
+def test_warning_message_says_usage_limit_and_rate() -> None:
+    warning = MemoryWarning(460 * MIB, 512 * MIB, 460 / 512, 2 * MIB)
+    assert warning.message() == (
+        "memory at 90% of the limit: 460 MiB of 512 MiB, growing +2.0 MiB/s"
+        " (limit in about 26 s at this rate)"
+    )
+    assert (
+        MemoryWarning(500 * MIB, 512 * MIB, 0.98, 4 * MIB)
+        .message()
+        .endswith(" (limit in about 3.0 s at this rate)")
+    )
+    assert "growing" not in MemoryWarning(460 * MIB, 512 * MIB, 0.9, None).message()
+
+
+# -- oom_score_adj and the termination log -----------------------------------------
+
+
+def test_raise_oom_score_adj_on_a_real_child(
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    process = spawn("sleep", "30")
+    assert raise_oom_score_adj(process.pid)
+    assert Path(f"/proc/{process.pid}/oom_score_adj").read_text().strip() == "1000"
+    # Never lowered: a lower value would need privilege and protect the app.
+    assert raise_oom_score_adj(process.pid, 500)
+    assert Path(f"/proc/{process.pid}/oom_score_adj").read_text().strip() == "1000"
+    process.kill()
+    reap(process)
+    assert not raise_oom_score_adj(process.pid)
+
+
+def test_termination_log_keeps_status_then_final_within_4096_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "termination-log"
+    path.write_text("")
+    log = TerminationLog(str(path))
+    assert log.enabled
+    log.write_status("phase starting; memory peak 12 MiB of 512 MiB; long previous text")
+    log.write_status("phase running")
+    assert path.read_text() == "phase running"
+    log.write_final("é" * 3000)  # 6000 bytes: cut at a character boundary
+    data = path.read_bytes()
+    assert len(data) == 4096 and data.decode() == "é" * 2048
+    log.write_status("phase stopping")
+    assert path.read_bytes() == data
+
+
+def test_termination_log_absent_or_unwritable_is_off_and_silent(tmp_path: Path) -> None:
+    missing = TerminationLog(str(tmp_path / "nothing"))
+    assert not missing.enabled
+    missing.write_status("x")
+    missing.write_final("x")
+    assert not (tmp_path / "nothing").exists()
+    directory = TerminationLog(str(tmp_path))
+    assert not directory.enabled
+    directory.write_final("x")
