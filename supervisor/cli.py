@@ -11,10 +11,23 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from . import __version__
-from .config import Config, LogFormat, parse_bool, parse_duration
+from .config import (
+    Config,
+    EarlyRequests,
+    Handoff,
+    LogFormat,
+    parse_bool,
+    parse_dsn,
+    parse_duration,
+    parse_fraction,
+    parse_port,
+    parse_status,
+    parse_url_path,
+)
 from .errors import UsageError
 
-Value = Union[str, int, float, bool, LogFormat, None]
+Value = Union[str, int, float, bool, LogFormat, Handoff, EarlyRequests, None]
+Choice = Union[type[LogFormat], type[Handoff], type[EarlyRequests]]
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,7 @@ class Option:
         return "SUPERVISOR_" + self.flag[2:].upper().replace("-", "_")
 
 
-def _choice(kind: type[LogFormat]) -> Callable[[str, str], Value]:
+def _choice(kind: Choice) -> Callable[[str, str], Value]:
     def parse(option: str, text: str) -> Value:
         try:
             return kind(text.strip().lower())
@@ -46,6 +59,13 @@ def _path(option: str, text: str) -> Value:
     if not text:
         raise UsageError.bad_value(option, text, "a file path")
     return text
+
+
+def _host(option: str, text: str) -> Value:
+    host = text.strip().strip("[]")
+    if not host or any(c.isspace() or c in "/@" for c in host):
+        raise UsageError.bad_value(option, text, "an address such as 0.0.0.0, 127.0.0.1 or ::")
+    return host
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -72,6 +92,76 @@ OPTIONS: tuple[Option, ...] = (
         "--log-format", "log_format",
         "format of the supervisor's own lines: text or json (one object per line)",
         "FORMAT", _choice(LogFormat),
+    ),
+    Option(
+        "--port", "port",
+        "public port the supervisor binds (default: the uvicorn command's --port, else $PORT, "
+        "else 8000)", "PORT", parse_port,
+    ),
+    Option(
+        "--host", "host",
+        "public address to bind (default: the uvicorn command's --host, else 0.0.0.0)",
+        "HOST", _host,
+    ),
+    Option(
+        "--health-path", "health_path",
+        "path the stub answers while the app starts (default /healthz)", "PATH", parse_url_path,
+    ),
+    Option(
+        "--ready-path", "ready_path",
+        "optional readiness path: 503 until the app is ready", "PATH", parse_url_path,
+    ),
+    Option(
+        "--starting-status", "starting_status",
+        "status of the health path while starting (default 200; 503 for platforms that "
+        "route on it)", "STATUS", parse_status,
+    ),
+    Option(
+        "--handoff", "handoff",
+        "how the app gets the socket: auto, fd, systemd, port, none (default auto: fd for "
+        "uvicorn, systemd for gunicorn/hypercorn)", "MODE", _choice(Handoff),
+    ),
+    Option(
+        "--health-port", "health_port",
+        "the stub's own port in port mode (the app binds its own address)", "PORT", parse_port,
+    ),
+    Option(
+        "--startup-timeout", "startup_timeout_s",
+        "not ready by then: SIGABRT (stack dump), then SIGKILL; exit 124 (default 120s)",
+        "DURATION", parse_duration,
+    ),
+    Option(
+        "--early-requests", "early_requests",
+        "requests for other paths before readiness: hold (pass on when ready) or reject (503)",
+        "MODE", _choice(EarlyRequests),
+    ),
+    Option(
+        "--memory-interval", "memory_interval_s",
+        "memory sampling period (default 500ms)", "DURATION", parse_duration,
+    ),
+    Option(
+        "--memory-warn", "memory_warn",
+        "usage of the memory limit that logs one warning (default 90%)", "PERCENT",
+        parse_fraction,
+    ),
+    Option(
+        "--termination-log", "termination_log",
+        "Kubernetes' termination message file, kept up to date when it exists and is "
+        "writable (default /dev/termination-log)", "PATH", _path,
+    ),
+    Option(
+        "--sentry-dsn", "sentry_dsn",
+        "where crash events go (default $SENTRY_DSN)", "DSN", parse_dsn,
+    ),
+    Option(
+        "--sentry-timeout", "sentry_timeout_s",
+        "the most that Sentry delivery may delay the exit (default 5s)", "DURATION",
+        parse_duration,
+    ),
+    Option(
+        "--send-report", "send_report",
+        "send a saved report file to Sentry and exit (for a container that could not)",
+        "FILE", _path,
     ),
 )
 
@@ -152,7 +242,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             values[option.field] = _convert(option, name, raw)
         index += 1
 
-    if not command:
+    if "sentry_dsn" not in values and environ.get("SENTRY_DSN", "").strip():
+        # Sentry's own variable: honoured, but a malformed one only switches
+        # Sentry off (the loop says so) instead of refusing to start the app.
+        values["sentry_dsn"] = environ["SENTRY_DSN"].strip()
+    if not command and not values.get("send_report"):
         raise UsageError(f"no command given: {USAGE}")
     return Config(command=tuple(command), **values)  # type: ignore[arg-type]
 

@@ -20,6 +20,21 @@ class LogFormat(enum.Enum):
     JSON = "json"
 
 
+class Handoff(enum.Enum):
+    """``--handoff``: how the public socket reaches the child."""
+
+    AUTO = "auto"  # fd for uvicorn or a {fd} placeholder, systemd for gunicorn/hypercorn
+    FD = "fd"
+    SYSTEMD = "systemd"
+    PORT = "port"  # the app binds its own address; the stub has --health-port
+    NONE = "none"  # no socket and no stub: a plain process supervisor
+
+
+class EarlyRequests(enum.Enum):
+    HOLD = "hold"  # keep them until the app is ready, then pass them on
+    REJECT = "reject"  # answer 503 with Retry-After at once
+
+
 @dataclass(frozen=True)
 class Config:
     command: tuple[str, ...]
@@ -28,6 +43,45 @@ class Config:
     relay_stdout: bool = False
     report_file: Optional[str] = None
     log_format: LogFormat = LogFormat.TEXT
+    # The public socket and the stub.
+    host: Optional[str] = None
+    port: Optional[int] = None
+    health_path: str = "/healthz"
+    ready_path: Optional[str] = None
+    starting_status: int = 200
+    handoff: Handoff = Handoff.AUTO
+    health_port: Optional[int] = None
+    startup_timeout_s: float = 120.0
+    early_requests: EarlyRequests = EarlyRequests.HOLD
+    # Memory.
+    memory_interval_s: float = 0.5
+    memory_warn: float = 0.9
+    termination_log: str = "/dev/termination-log"
+    # Sentry.
+    sentry_dsn: Optional[str] = None
+    sentry_timeout_s: float = 5.0
+    send_report: Optional[str] = None
+
+
+_DSN = re.compile(r"^https?://[^/@:\s]+(:[^/@\s]*)?@[^/\s]+(/[^\s]*)?/[A-Za-z0-9_-]+/?$")
+
+
+def parse_dsn(option: str, text: str) -> str:
+    if _DSN.match(text.strip()) is None:
+        raise UsageError.bad_value(
+            option, text, "a Sentry DSN such as https://KEY@o0.ingest.sentry.io/123"
+        )
+    return text.strip()
+
+
+def parse_url_path(option: str, text: str) -> str:
+    if not text.startswith("/") or any(c.isspace() for c in text) or "?" in text:
+        raise UsageError.bad_value(option, text, "a path starting with / such as /healthz")
+    return text
+
+
+def parse_status(option: str, text: str) -> int:
+    return parse_int(option, text, 200, 599, "an HTTP status")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 # Where systemd's protocol puts the first passed socket (SD_LISTEN_FDS_START).
@@ -226,3 +227,72 @@ def choose_mode(requested: str, argv: Sequence[str]) -> HandoffMode:
     if requested == "port":
         return HandoffMode.PORT
     raise ValueError(f"--handoff must be one of auto, fd, systemd, port; not {requested!r}")
+
+
+# -- the plan the loop follows ---------------------------------------------------
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8000
+
+
+@dataclass(frozen=True)
+class HandoffPlan:
+    """What the loop binds, what the child runs, and how readiness is told."""
+
+    mode: HandoffMode
+    argv: tuple[str, ...]
+    env: Mapping[str, str]  # added to the child's environment
+    stub_address: Optional[tuple[str, int]]  # where the stub listens (None: no stub)
+    app_port: Optional[int]  # where the app listens in port mode
+
+    @property
+    def passes_socket(self) -> bool:
+        return self.mode in (HandoffMode.FD, HandoffMode.SYSTEMD)
+
+
+def plan_handoff(
+    requested: str,
+    argv: Sequence[str],
+    host: Optional[str],
+    port: Optional[int],
+    health_port: Optional[int],
+    environ: Mapping[str, str],
+) -> HandoffPlan:
+    """Decide the hand-off from the options and the command; ValueError names the problem.
+
+    The public address is ``--host/--port``, else the uvicorn command's own,
+    else ``$PORT`` (as Cloud Run and Heroku set it), else 0.0.0.0:8000.
+    """
+    command_host, command_port = uvicorn_address(argv) if is_uvicorn(argv) else (None, None)
+    public_host = host or command_host or DEFAULT_HOST
+    public_port = port or command_port or _port_from_env(environ) or DEFAULT_PORT
+    if requested == "none":
+        return HandoffPlan(HandoffMode.NONE, tuple(argv), {}, None, None)
+    mode = choose_mode(requested, argv)
+    if mode is HandoffMode.NONE and health_port is not None:
+        mode = HandoffMode.PORT
+    if mode is HandoffMode.PORT:
+        if health_port is None:
+            raise ValueError("--handoff port needs --health-port for the stub")
+        if health_port == public_port:
+            raise ValueError(f"--health-port {health_port} is the app's own port")
+        return HandoffPlan(mode, tuple(argv), {}, (public_host, health_port), public_port)
+    if mode is HandoffMode.NONE:
+        return HandoffPlan(mode, tuple(argv), {}, None, None)
+    if mode is HandoffMode.SYSTEMD:
+        return HandoffPlan(
+            mode, tuple(argv), systemd_environment(), (public_host, public_port), None
+        )
+    child_argv, had_placeholder = substitute_placeholder(argv, SYSTEMD_FIRST_FD)
+    if not had_placeholder:
+        child_argv = rewrite_for_fd(argv, SYSTEMD_FIRST_FD)
+    return HandoffPlan(mode, tuple(child_argv), {}, (public_host, public_port), None)
+
+
+def _port_from_env(environ: Mapping[str, str]) -> Optional[int]:
+    text = environ.get("PORT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"PORT: invalid value {text!r}: expected a port number from 1 to 65535")
+    return int(text)

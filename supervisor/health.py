@@ -113,6 +113,9 @@ class StubPhase(enum.Enum):
 
     STARTING = "starting"  # the child has not taken the socket yet: the stub answers
     READY = "ready"  # the app accepts; the stub only finishes what it had
+    # ``port`` hand-off: the app listens on its own address and the stub keeps
+    # its separate health port, answering that the app is up.
+    SERVING = "serving"
     ENDED = "ended"  # the child is gone: the stub answers 503 with the cause
 
 
@@ -360,6 +363,15 @@ class HealthStub:
                 self._guard(conn, self._start_pump)
             elif conn.state is _State.OPEN:
                 self._guard(conn, self._flush)
+
+    def mark_serving(self) -> None:
+        """The app (on its own port) is ready: health and ready paths answer 200."""
+        self._phase = StubPhase.SERVING
+        for conn in list(self._connections.values()):
+            if conn.state is _State.HELD:
+                self._held -= 1
+                conn.state = _State.OPEN
+                self._guard(conn, self._refuse_held)
 
     def take_back(self, cause: str) -> None:
         """The child ended: accept again at once and answer 503 with the cause."""
@@ -696,7 +708,12 @@ class HealthStub:
             or (request.content_length > MAX_STUB_BODY_BYTES)
         )
         keep_alive_header = not close and not request.http11
-        if not own_path:
+        if not own_path and self._phase is StubPhase.SERVING:
+            data = _response(
+                404, {"status": "not found"}, head_only=head_only, close=close,
+                keep_alive_header=keep_alive_header,
+            )
+        elif not own_path:
             data = self._unavailable(
                 head_only=head_only, close=close, keep_alive_header=keep_alive_header
             )
@@ -729,6 +746,8 @@ class HealthStub:
     def _status_for(self, path: str) -> tuple[int, dict[str, str]]:
         if self._phase is StubPhase.ENDED:
             return 503, {"status": "down", "cause": self._cause}
+        if self._phase is StubPhase.SERVING:
+            return 200, {"status": "ok"}
         if path == self._health_path:
             return self._starting_status, {"status": "starting"}
         return 503, {"status": "starting"}

@@ -1,22 +1,33 @@
 """The one loop that ties the parts together, from spawn to exit status.
 
-Owns: the run's state (phase, signals received, the stop grace), the order
-of events, and the hand-over of facts to ``causes`` and ``report``.
+Owns: the run's state (phase, signals received, the stop grace, readiness,
+the startup timeout), the order of events, and the hand-over of facts to
+``causes`` and ``report``. Everything runs in one thread on one ``Reactor``;
+the few blocking things (an HTTP check of the app, Sentry delivery) run in
+threads that report back through ``Reactor.call_soon_threadsafe``.
+
 Data flows one way: Config -> spawn -> watch -> cause -> report -> status.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import signal
+import socket
+import threading
 import time
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
-from .causes import Ending, Outcome, classify
+from .causes import Cause, Ending, Outcome, classify
 from .child import ChildSpec, ExecFailure, ExitStatus, child_environment, enlarge_pipe, spawn
-from .config import Config
+from .config import Config, EarlyRequests
+from .errors import SupervisorError, UsageError
+from .handoff import SYSTEMD_FIRST_FD, HandoffMode, HandoffPlan, plan_handoff
+from .health import HealthStub, bind_listener, loopback_address
 from .log import Logger
+from .memory import MemoryFacts, MemoryWatcher, TerminationLog
 from .output import Sink
 from .pid1 import (
     STOP_SIGNALS,
@@ -28,21 +39,40 @@ from .pid1 import (
     signal_name,
 )
 from .reactor import Reactor, Timer
+from .readiness import descendants, proc_readiness_supported, socket_in_epoll
 from .redact import Redactor
 from .relay import Relay, Tail
-from .report import Report, SignalRecord, exception_json, human_block, where_text, write_report_file
+from .report import (
+    Report,
+    SignalRecord,
+    exception_json,
+    human_block,
+    where_text,
+    write_report_file,
+)
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
 REAP_INTERVAL_S = 1.0
 # How long the final report may wait for a stalled log consumer before giving up.
 FINAL_FLUSH_S = 5.0
+# Readiness is polled only while starting; often enough to notice within 20 ms.
+READINESS_POLL_S = 0.02
+# In port mode readiness is a TCP connect to the app's own port: a bit less often.
+PORT_POLL_S = 0.05
+# After SIGABRT for a stack dump, how long faulthandler gets before SIGKILL.
+ABORT_GRACE_S = 2.0
+# After the child ended, answer what waits in the backlog for at most this long.
+STUB_LINGER_S = 0.2
+# uvicorn's own lines, for platforms where /proc cannot tell readiness.
+READY_LOG_MARKERS = (b"Application startup complete", b"Uvicorn running on")
+TERMINATION_STATUS_EVERY_S = 10.0
 
 
 class Phase(enum.Enum):
     """Where the child was in its life; the report says which phase it died in."""
 
     STARTING = "starting"  # spawned, not yet ready
-    RUNNING = "running"  # ready and serving
+    RUNNING = "running"  # ready and serving (or readiness is not tracked)
     STOPPING = "stopping"  # a stop signal was forwarded
 
 
@@ -51,6 +81,15 @@ class Supervisor:
         self.config = config
         self.environ = environ
         self.log = log
+        self.redact = Redactor.from_environ(environ)
+        try:
+            self.plan: HandoffPlan = plan_handoff(
+                config.handoff.value, config.command, config.host, config.port,
+                config.health_port, environ,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        self.sentry_dsn = self._sentry_dsn()
         self.reactor = Reactor()
         self.phase = Phase.STARTING
         self.pid: Optional[int] = None
@@ -61,53 +100,88 @@ class Supervisor:
         self.stop_signal: Optional[int] = None
         self.stop_timer: Optional[Timer] = None
         self.stop_timed_out = False
+        self.startup_timer: Optional[Timer] = None
+        self.startup_timed_out = False
         self.reaped: Optional[Reaped] = None
         self.tail = Tail()
         self.relays: list[Relay] = []
+        self.sinks: list[Sink] = []
+        self.listener: Optional[socket.socket] = None
+        self.stub: Optional[HealthStub] = None
+        self.memory = MemoryWatcher(config.memory_interval_s, config.memory_warn,
+                                    clock=self.reactor.clock)
+        self.memory_off_logged = False
+        self.termination_log = TerminationLog(config.termination_log)
+        self.threads: list[threading.Thread] = []
+
+    def _sentry_dsn(self) -> Optional[str]:
+        dsn = self.config.sentry_dsn
+        if dsn is None:
+            return None
+        from .config import parse_dsn
+
+        try:
+            return parse_dsn("SENTRY_DSN", dsn)
+        except UsageError as error:
+            # Only SENTRY_DSN can get here (a bad --sentry-dsn is exit 2): the
+            # app may use it too, so it is not a reason to refuse to start.
+            self.log.warning(f"{error}; crash events will not be sent")
+            return None
 
     # -- start ---------------------------------------------------------------
     def run(self) -> int:
         stderr = Sink(self.reactor, 2)
         self.log.set_writer(stderr.write)
-        sinks = [stderr]
+        self.sinks.append(stderr)
         inbox = SignalInbox(self.reactor, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            inbox.close()
 
+    def _run(self) -> int:
+        if self.plan.stub_address is not None:
+            self._open_stub(self.plan.stub_address)
         stderr_read, stderr_write = os.pipe()
         enlarge_pipe(stderr_write)
         stdout_read = stdout_write = None
         if self.config.relay_stdout:
             stdout_read, stdout_write = os.pipe()
             enlarge_pipe(stdout_write)
-        spec = ChildSpec(
-            argv=self.config.command,
-            env=child_environment(self.environ),
+        pass_fds = {}
+        if self.listener is not None and self.plan.passes_socket:
+            pass_fds[SYSTEMD_FIRST_FD] = self.listener.fileno()
+        env = child_environment(self.environ)
+        env.update(self.plan.env)
+        result = spawn(ChildSpec(
+            argv=self.plan.argv,
+            env=env,
             stderr_fd=stderr_write,
             stdout_fd=stdout_write,
-        )
-        result = spawn(spec)
-        os.close(stderr_write)
-        if stdout_write is not None:
-            os.close(stdout_write)
+            pass_fds=pass_fds,
+            set_listen_pid=self.plan.mode is HandoffMode.SYSTEMD,
+        ))
+        for fd in (stderr_write, stdout_write):
+            if fd is not None:
+                os.close(fd)
         if isinstance(result, ExecFailure):
-            os.close(stderr_read)
-            if stdout_read is not None:
-                os.close(stdout_read)
-            outcome = classify(
-                Ending(exit=None, exec_failure=result, command=self.config.command[0])
-            )
-            status = self._finish(outcome, None)
-            stderr.flush(time.monotonic() + FINAL_FLUSH_S)
-            inbox.close()
-            return status
+            for fd in (stderr_read, stdout_read):
+                if fd is not None:
+                    os.close(fd)
+            return self._finish(classify(Ending(
+                exit=None, exec_failure=result, command=self.config.command[0]
+            )), None, None)
+
         self.pid = result
-        self.relays.append(Relay(self.reactor, stderr_read, stderr, self.tail))
+        self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail))
         if stdout_read is not None:
             stdout = Sink(self.reactor, 1)
-            sinks.append(stdout)
+            self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
         if not become_subreaper():
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         self._schedule_reap()
+        self._start_watching()
 
         while self.reaped is None:
             self.reactor.run_once()
@@ -115,24 +189,167 @@ class Supervisor:
         for relay in self.relays:
             relay.drain()
         exit = ExitStatus.from_wait_status(self.reaped.wait_status)
-        outcome = classify(
-            Ending(
-                exit=exit,
-                stop_signal=self.stop_signal,
-                stop_timed_out=self.stop_timed_out,
-                stderr_tail=self.tail.text(),
-                stop_timeout_s=self.config.stop_timeout_s,
-                command=self.config.command[0],
-            )
-        )
-        status = self._finish(outcome, exit)
-        deadline = time.monotonic() + FINAL_FLUSH_S
-        for sink in sinks:
-            sink.flush(deadline)
-        inbox.close()
-        return status
+        facts = self.memory.finish(self.reaped.max_rss_bytes,
+                                   killed_by_sigkill=exit.signal == signal.SIGKILL)
+        outcome = classify(Ending(
+            exit=exit,
+            stop_signal=self.stop_signal,
+            stop_timed_out=self.stop_timed_out,
+            startup_timed_out=self.startup_timed_out,
+            oom_evidence=facts.oom_evidence,
+            stderr_tail=self.tail.text(),
+            stop_timeout_s=self.config.stop_timeout_s,
+            command=self.config.command[0],
+        ))
+        return self._finish(outcome, exit, facts)
 
-    # -- events --------------------------------------------------------------
+    def _open_stub(self, address: tuple[str, int]) -> None:
+        host, port = address
+        try:
+            self.listener = bind_listener(host, port)
+        except OSError as error:
+            raise SupervisorError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}"
+            ) from None
+        hold = self.config.early_requests is EarlyRequests.HOLD
+        self.stub = HealthStub(
+            self.reactor,
+            self.listener,
+            health_path=self.config.health_path,
+            ready_path=self.config.ready_path,
+            starting_status=self.config.starting_status,
+            # In port mode other paths on the health port are not the app's traffic.
+            hold_early_requests=hold and self.plan.mode is not HandoffMode.PORT,
+            hold_timeout_s=min(30.0, self.config.startup_timeout_s),
+            log=self.log.warning,
+        )
+        self.stub.start()
+
+    def _start_watching(self) -> None:
+        assert self.pid is not None
+        self.memory.start(self.pid, self.started_mono)
+        self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
+        if self.termination_log.enabled:
+            self._write_termination_status()
+        if self.stub is None:
+            # No socket is handed over, so "ready" cannot be seen from outside.
+            self.phase = Phase.RUNNING
+            return
+        self.startup_timer = self.reactor.call_later(
+            self.config.startup_timeout_s, self._on_startup_timeout
+        )
+        if self.plan.mode is HandoffMode.PORT:
+            self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
+        elif proc_readiness_supported():
+            self.reactor.call_later(READINESS_POLL_S, self._poll_readiness)
+        else:
+            self.log.info("readiness: /proc cannot tell here; using uvicorn's log lines")
+            self.relays[0].on_chunk = self._watch_log_for_readiness
+
+    # -- readiness -------------------------------------------------------------
+    def _poll_readiness(self) -> None:
+        if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
+            return
+        assert self.listener is not None
+        inode = os.fstat(self.listener.fileno()).st_ino
+        if socket_in_epoll(descendants(self.pid), inode):
+            self._on_ready()
+        else:
+            self.reactor.call_later(READINESS_POLL_S, self._poll_readiness)
+
+    def _poll_app_port(self) -> None:
+        if self.phase is not Phase.STARTING or self.reaped is not None:
+            return
+        assert self.plan.app_port is not None
+        try:
+            with socket.create_connection(("127.0.0.1", self.plan.app_port), timeout=0.05):
+                pass
+        except OSError:
+            self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
+            return
+        self._on_ready()
+
+    def _watch_log_for_readiness(self, chunk: bytes) -> None:
+        if self.phase is Phase.STARTING and any(m in chunk for m in READY_LOG_MARKERS):
+            self.relays[0].on_chunk = None
+            self._on_ready()
+
+    def _on_ready(self) -> None:
+        self.phase = Phase.RUNNING
+        self.ready_after_s = self.reactor.clock() - self.started_mono
+        if self.startup_timer is not None:
+            self.startup_timer.cancel()
+        assert self.stub is not None and self.listener is not None
+        if self.plan.mode is HandoffMode.PORT:
+            self.stub.mark_serving()
+            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app answers on port "
+                          f"{self.plan.app_port}")
+        else:
+            address = loopback_address(self.listener)
+            self.stub.hand_off(address)
+            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
+                          f"{_address_text(self.listener)} now")
+            self._in_thread(lambda: self._check_app_health_path(address))
+        if self.termination_log.enabled:
+            self._write_termination_status()
+
+    def _check_app_health_path(self, address: tuple[str, int]) -> None:
+        """After hand-off the platform asks the app itself: does it know the path?"""
+        import httpx
+
+        host, port = address
+        url_host = f"[{host}]" if ":" in host else host
+        url = f"http://{url_host}:{port}{self.config.health_path}"
+        try:
+            status = httpx.get(url, timeout=5.0).status_code
+        except httpx.HTTPError:
+            return
+        if status == 404:
+            message = (
+                f"the app answers 404 on {self.config.health_path}: the platform's health "
+                "check will fail now that the app owns the port (point the check, or "
+                "--health-path, at a path the app serves)"
+            )
+            self.reactor.call_soon_threadsafe(lambda: self.log.warning(message))
+
+    def _on_startup_timeout(self) -> None:
+        if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
+            return
+        self.startup_timed_out = True
+        self.log.warning(
+            f"not ready within {self.config.startup_timeout_s:g} s: sending SIGABRT for a "
+            f"stack dump, SIGKILL in {ABORT_GRACE_S:g} s"
+        )
+        send_signal(self.pid, signal.SIGABRT, group=True)
+        self.reactor.call_later(ABORT_GRACE_S, self._kill_group)
+
+    def _kill_group(self) -> None:
+        if self.pid is not None and self.reaped is None:
+            send_signal(self.pid, signal.SIGKILL, group=True)
+
+    # -- memory ----------------------------------------------------------------
+    def _sample_memory(self) -> None:
+        if self.reaped is not None:
+            return
+        warning = self.memory.sample()
+        if warning is not None:
+            self.log.warning(warning.message())
+            self._send_memory_warning(warning.message())
+        if self.memory.disabled_reason is not None:
+            if not self.memory_off_logged:
+                self.memory_off_logged = True
+                self.log.warning(self.memory.disabled_reason)
+            return
+        self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
+
+    def _write_termination_status(self) -> None:
+        self.termination_log.write_status(
+            f"supervisor: {self.phase.value}; {self.memory.status()}"
+        )
+        if self.reaped is None:
+            self.reactor.call_later(TERMINATION_STATUS_EVERY_S, self._write_termination_status)
+
+    # -- signals ---------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
             self._reap()
@@ -176,41 +393,167 @@ class Supervisor:
             if self.stop_timer is not None:
                 self.stop_timer.cancel()
 
+    # -- threads ---------------------------------------------------------------
+    def _in_thread(self, work: Callable[[], None]) -> threading.Thread:
+        """Run blocking work (HTTP) off the loop; it reports back via the reactor."""
+        self.reactor.enable_threads()
+        thread = threading.Thread(target=work, daemon=True, name="supervisor-worker")
+        thread.start()
+        self.threads.append(thread)
+        return thread
+
+    def _run_loop_until(self, done: Callable[[], bool], deadline: float) -> None:
+        """Keep serving (stub, signals) while waiting for a thread or a deadline."""
+        while not done() and self.reactor.clock() < deadline:
+            self.reactor.run_once(max_wait=min(0.05, max(0.0, deadline - self.reactor.clock())))
+
+    # -- Sentry ----------------------------------------------------------------
+    def _sentry_release(self) -> tuple[Optional[str], Optional[str]]:
+        return self.environ.get("SENTRY_RELEASE") or None, (
+            self.environ.get("SENTRY_ENVIRONMENT") or None
+        )
+
+    def _send_memory_warning(self, message: str) -> None:
+        if self.sentry_dsn is None:
+            return
+        dsn = self.sentry_dsn
+        last = self.memory.last_sample
+        memory: dict[str, Any] = {}
+        if last is not None and last.cgroup is not None:
+            memory = {"usage_bytes": last.cgroup.usage_bytes,
+                      "cgroup_limit_bytes": last.cgroup.limit_bytes,
+                      "peak_rss_bytes": last.tree_rss_bytes}
+        release, environment = self._sentry_release()
+
+        def send() -> None:
+            from .sentry import build_warning_event, deliver
+
+            event = build_warning_event(self.redact.text(message), memory,
+                                        release=release, environment=environment)
+            result = deliver(event, [], dsn=dsn, timeout_s=self.config.sentry_timeout_s)
+            self.reactor.call_soon_threadsafe(
+                lambda: self.log.info(f"sentry: memory warning {_delivery_text(result)}")
+            )
+
+        self._in_thread(send)
+
+    def _deliver_crash(self, report: Report) -> Report:
+        """Send the crash event, keeping the stub and signals served meanwhile."""
+        assert self.sentry_dsn is not None
+        from .sentry import attachments_for, build_event, deliver, new_event_id
+
+        data = report.as_json()
+        release, environment = self._sentry_release()
+        event = build_event(data, release=release, environment=environment,
+                            event_id=new_event_id())
+        attachments = attachments_for(data)
+        results: list[Any] = []
+        dsn, timeout = self.sentry_dsn, self.config.sentry_timeout_s
+        self._in_thread(lambda: results.append(
+            deliver(event, attachments, dsn=dsn, timeout_s=timeout)))
+        self._run_loop_until(lambda: bool(results), self.reactor.clock() + timeout + 0.3)
+        if not results:
+            self.log.warning(f"sentry: not delivered (timed out after {timeout:g} s)")
+            return dataclasses.replace(report, extra={**report.extra, "sentry": {
+                "delivered": False, "detail": f"timed out after {timeout:g} s"}})
+        delivery = results[0]
+        self.log.info(f"sentry: {_delivery_text(delivery)}")
+        return dataclasses.replace(
+            report,
+            sentry_event_id=delivery.event_id,
+            extra={**report.extra,
+                   "sentry": {"delivered": delivery.delivered, "detail": delivery.detail}},
+        )
+
     # -- end -------------------------------------------------------------------
-    def _finish(self, outcome: Outcome, exit: Optional[ExitStatus]) -> int:
-        redact = Redactor.from_environ(self.environ)
-        ended = time.time()
-        report = Report(
+    def _finish(
+        self, outcome: Outcome, exit: Optional[ExitStatus], memory: Optional[MemoryFacts]
+    ) -> int:
+        if self.stub is not None:
+            # Accept again at once: what waits in the backlog gets the cause, not a refusal.
+            self.stub.take_back(outcome.cause.value)
+        report = self._build_report(outcome, exit, memory)
+        level = "error" if outcome.cause.is_crash else "info"
+        self.log.block(human_block(report, self.config.report_file), level=level,
+                       cause=report.cause)
+        self._write_report(report)
+        if self.sentry_dsn is not None and outcome.cause.is_crash:
+            report = self._deliver_crash(report)
+            self._write_report(report)
+        if self.termination_log.enabled:
+            self.termination_log.write_final(f"{report.cause}: {report.summary}")
+        if self.stub is not None:
+            stub = self.stub
+            self._run_loop_until(lambda: stub.connection_count == 0,
+                                 self.reactor.clock() + STUB_LINGER_S)
+            stub.close()
+        deadline = time.monotonic() + FINAL_FLUSH_S
+        for sink in self.sinks:
+            sink.flush(deadline)
+        return outcome.status
+
+    def _build_report(
+        self, outcome: Outcome, exit: Optional[ExitStatus], memory: Optional[MemoryFacts]
+    ) -> Report:
+        redact = self.redact
+        extra: dict[str, Any] = {"handoff": self.plan.mode.value}
+        if outcome.cause is Cause.OOM_KILLED and memory is not None:
+            extra["oom_evidence"] = memory.oom_evidence
+        return Report(
             cause=outcome.cause.value,
             summary=redact.text(outcome.summary),
             phase=self.phase.value,
             exit_code=None if exit is None else exit.code,
             signal=None if exit is None or exit.signal is None else signal_name(exit.signal),
             status=outcome.status,
-            command=tuple(redact.argv(self.config.command)),
+            command=tuple(redact.argv(self.plan.argv)),
             pid=self.pid,
             started_at=self.started_at,
-            ended_at=ended,
+            ended_at=time.time(),
             uptime_s=self.reactor.clock() - self.started_mono,
             ready_after_s=self.ready_after_s,
             signals_received=tuple(self.signals),
             exception=exception_json(outcome, redact),
             stderr_tail=redact.text(self.tail.text()),
             where=where_text(outcome),
+            memory=memory.as_report() if memory is not None else None,
+            memory_line=memory.sparkline() if memory is not None and memory.samples else None,
+            extra=extra,
         )
-        level = "info" if not outcome.cause.is_crash else "error"
-        self.log.block(human_block(report, self.config.report_file), level=level,
-                       cause=report.cause)
-        if self.config.report_file:
-            try:
-                write_report_file(self.config.report_file, report.as_json())
-            except OSError as error:
-                self.log.error(f"cannot write the report to {self.config.report_file}: {error}")
-        return outcome.status
+
+    def _write_report(self, report: Report) -> None:
+        if not self.config.report_file:
+            return
+        try:
+            write_report_file(self.config.report_file, report.as_json())
+        except OSError as error:
+            self.log.error(f"cannot write the report to {self.config.report_file}: {error}")
+
+
+def _address_text(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _delivery_text(delivery: Any) -> str:
+    if delivery.delivered:
+        return f"delivered event {delivery.event_id}"
+    return f"not delivered ({delivery.detail})"
 
 
 def run(config: Config, environ: Mapping[str, str], log: Logger) -> int:
     return Supervisor(config, environ, log).run()
 
 
+def send_saved_report(config: Config, log: Logger) -> int:
+    """``--send-report FILE``: deliver a report a container could not send."""
+    assert config.send_report is not None
+    if not config.sentry_dsn:
+        raise UsageError("--send-report needs --sentry-dsn or SENTRY_DSN")
+    from .config import parse_dsn
+    from .sentry import send_saved_report as send
 
+    dsn = parse_dsn("SENTRY_DSN", config.sentry_dsn)
+    delivery = send(config.send_report, dsn=dsn, timeout_s=config.sentry_timeout_s)
+    log.info(f"sentry: {_delivery_text(delivery)}")
+    return 0 if delivery.delivered else 1

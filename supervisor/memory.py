@@ -337,7 +337,7 @@ class _ProcessTree:
         return self._pids
 
     def _rediscover(self) -> None:
-        import psutil  # already imported by MemoryWatcher.start; a dict lookup here
+        import psutil  # imported by the first sample, a dict lookup after
 
         try:
             descendants = psutil.Process(self._root_pid).children(recursive=True)
@@ -570,10 +570,9 @@ class MemoryWatcher:
             # The counter before the run: a kill before it is not this child's.
             # Read first, so that ``finish`` can still judge if psutil fails.
             self._baseline = self.cgroup.read() if self.cgroup is not None else None
-            # Imported here, after the child is spawned: ~35 ms that must not
-            # delay the start of the app or the first health answer.
-            import psutil  # noqa: F401
-
+            # psutil (~35 ms to import) is imported by the first sample, one
+            # interval after the spawn: it must not delay the start of the app
+            # or the first health answer.
             self._tree = _ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
         except Exception as exc:  # watching is optional, the app is not
             self.disabled_reason = f"memory sampling off: {type(exc).__name__}: {exc}"

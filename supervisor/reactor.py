@@ -7,8 +7,10 @@ into one ``Reactor`` so that no part of the supervisor can block another.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
+import os
 import selectors
 import time
 from typing import Callable, Optional
@@ -45,6 +47,11 @@ class Reactor:
         self._sequence = itertools.count()
         self._stopped = False
         self.clock = clock
+        # Other threads (Sentry delivery, probes) hand results to the loop
+        # through this queue and wake it through the pipe.
+        self._from_threads: collections.deque[Callback] = collections.deque()
+        self._wake_read: Optional[int] = None
+        self._wake_write: Optional[int] = None
 
     # -- file descriptors -------------------------------------------------
     def add_reader(self, fd: int, callback: Callback) -> None:
@@ -93,6 +100,35 @@ class Reactor:
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(self.clock() + delay, callback)
+
+    # -- other threads ------------------------------------------------------
+    def call_soon_threadsafe(self, callback: Callback) -> None:
+        """Run ``callback`` in the loop's thread; callable from any thread."""
+        self._from_threads.append(callback)
+        if self._wake_write is not None:
+            try:
+                os.write(self._wake_write, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full or closed: the loop is awake anyway
+
+    def enable_threads(self) -> None:
+        """Create the wake-up pipe; call once, in the loop's thread, before any thread starts."""
+        if self._wake_read is not None:
+            return
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self.add_reader(self._wake_read, self._run_from_threads)
+
+    def _run_from_threads(self) -> None:
+        assert self._wake_read is not None
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._from_threads:
+            self._from_threads.popleft()()
 
     # -- running ------------------------------------------------------------
     def stop(self) -> None:
@@ -144,3 +180,6 @@ class Reactor:
 
     def close(self) -> None:
         self._selector.close()
+        for fd in (self._wake_read, self._wake_write):
+            if fd is not None:
+                os.close(fd)

@@ -8,7 +8,7 @@ Must not know: what the bytes mean (``tracebacks`` parses the tail).
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from .output import Sink
 from .reactor import Reactor, Timer
@@ -61,6 +61,8 @@ class Relay:
         self._buffer = bytearray(READ_SIZE)
         self._resume_timer: Optional[Timer] = None
         self.closed = False
+        # Sees each chunk as it passes (readiness from log lines where /proc cannot tell).
+        self.on_chunk: Optional[Callable[[bytes], None]] = None
         os.set_blocking(source_fd, False)
         reactor.add_reader(source_fd, self._on_readable)
 
@@ -91,6 +93,8 @@ class Relay:
             self._sink.write(chunk)
             if self._tail is not None:
                 self._tail.append(chunk)
+            if self.on_chunk is not None:
+                self.on_chunk(bytes(chunk))
         return count
 
     def _resume(self) -> None:

@@ -147,6 +147,7 @@ def supervise(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         stdout: Optional[int] = subprocess.PIPE,
         stderr: Optional[int] = subprocess.PIPE,
         prefix: Sequence[str] = (),
+        preexec_fn: Optional[Callable[[], None]] = None,
     ) -> Run:
         full_env = dict(os.environ)
         full_env.pop("SENTRY_DSN", None)
@@ -154,7 +155,7 @@ def supervise(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         process = subprocess.Popen(
             [*prefix, PYTHON, "-m", "supervisor", *args],
             stdin=stdin, stdout=stdout, stderr=stderr, env=full_env, cwd=str(tmp_path),
-            start_new_session=True,
+            start_new_session=True, preexec_fn=preexec_fn,
         )
         run = Run(process)
         runs.append(run)

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from common import Context, Row
+
+
+def run(ctx: Context) -> list[Row]:
+    return []
