@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
 
 from .errors import SupervisorError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Optional, Sequence
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,8 +11,12 @@ import errno
 import fcntl
 import os
 import signal
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Union
+
+from .values import frozen
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional, Union
 
 # Set for the child unless the user set them: no print lost in a buffer when
 # the app dies, a Python stack on fatal signals, no ANSI codes in tracebacks.
@@ -34,14 +38,14 @@ def child_environment(base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
+@frozen
 class ChildSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     stderr_fd: Optional[int] = None  # write end of the relay pipe; None inherits ours
     stdout_fd: Optional[int] = None
     # target fd in the child -> fd in the supervisor (socket hand-off).
-    pass_fds: Mapping[int, int] = field(default_factory=dict)
+    pass_fds: Optional[Mapping[int, int]] = None
     # Set LISTEN_PID to the child's own pid (systemd protocol); only the child knows it.
     set_listen_pid: bool = False
     oom_score_adj: Optional[int] = CHILD_OOM_SCORE_ADJ
@@ -49,7 +53,7 @@ class ChildSpec:
     before_exec: tuple[Callable[[], None], ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class ExecFailure:
     """The command could not be started; ``status`` follows the shell: 127 or 126."""
 
@@ -61,7 +65,7 @@ class ExecFailure:
         return 127 if self.errno == errno.ENOENT else 126
 
 
-@dataclass(frozen=True)
+@frozen
 class ExitStatus:
     """How a process ended: an exit code or a signal, never both."""
 
@@ -127,7 +131,7 @@ def _exec_in_child(spec: ChildSpec, report_fd: int) -> None:  # pragma: no cover
             except (OSError, ValueError):
                 pass  # the C library's reserved real-time signals
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        placements = dict(spec.pass_fds)
+        placements = dict(spec.pass_fds or {})
         if spec.stderr_fd is not None:
             placements[2] = spec.stderr_fd
         if spec.stdout_fd is not None:

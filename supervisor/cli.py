@@ -7,9 +7,6 @@ Must not know: what the options do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
-
 from . import __version__
 from .config import (
     Config,
@@ -25,12 +22,18 @@ from .config import (
     parse_url_path,
 )
 from .errors import UsageError
+from .values import frozen
 
-Value = Union[str, int, float, bool, LogFormat, Handoff, EarlyRequests, None]
-Choice = Union[type[LogFormat], type[Handoff], type[EarlyRequests]]
+# On the path from exec to spawning the child: no typing or re at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional, Sequence, Union
+
+    Value = Union[str, int, float, bool, LogFormat, Handoff, EarlyRequests, None]
+    Choice = Union[type[LogFormat], type[Handoff], type[EarlyRequests]]
 
 
-@dataclass(frozen=True)
+@frozen
 class Option:
     flag: str
     field: str

@@ -8,11 +8,15 @@ Must not know: where the values came from (``cli`` does), or what runs them.
 from __future__ import annotations
 
 import enum
-import re
-from dataclasses import dataclass
-from typing import Optional
 
 from .errors import UsageError
+from .values import frozen
+
+# This module is on the path from exec to spawning the child: no ``re``,
+# ``typing`` or ``dataclasses`` at run time (see ``values``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class LogFormat(enum.Enum):
@@ -35,7 +39,7 @@ class EarlyRequests(enum.Enum):
     REJECT = "reject"  # answer 503 with Retry-After at once
 
 
-@dataclass(frozen=True)
+@frozen
 class Config:
     command: tuple[str, ...]
     stop_timeout_s: float = 25.0
@@ -63,15 +67,25 @@ class Config:
     send_report: Optional[str] = None
 
 
-_DSN = re.compile(r"^https?://[^/@:\s]+(:[^/@\s]*)?@[^/\s]+(/[^\s]*)?/[A-Za-z0-9_-]+/?$")
-
-
 def parse_dsn(option: str, text: str) -> str:
-    if _DSN.match(text.strip()) is None:
+    """A Sentry DSN: ``http(s)://PUBLIC_KEY@HOST[:PORT][/PATH]/PROJECT_ID``."""
+    dsn = text.strip()
+    scheme, _, rest = dsn.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    host, _, path = location.partition("/")
+    project = path.rstrip("/").rpartition("/")[2]
+    if (
+        scheme not in ("http", "https")
+        or not at
+        or not credentials.partition(":")[0]
+        or not host
+        or not project
+        or any(c.isspace() for c in dsn)
+    ):
         raise UsageError.bad_value(
             option, text, "a Sentry DSN such as https://KEY@o0.ingest.sentry.io/123"
         )
-    return text.strip()
+    return dsn
 
 
 def parse_url_path(option: str, text: str) -> str:
@@ -84,40 +98,58 @@ def parse_status(option: str, text: str) -> int:
     return parse_int(option, text, 200, 599, "an HTTP status")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _number(text: str) -> Optional[float]:
+    """A plain non-negative decimal (no sign, exponent, inf or nan), else None."""
+    if not text or text.count(".") > 1 or not text.replace(".", "").isdigit():
+        return None
+    if not text.isascii():
+        return None
+    return float(text)
 
 
 def parse_duration(option: str, text: str, *, allow_zero: bool = False) -> float:
     """``30``, ``30s``, ``500ms``, ``2m``, ``1h`` to seconds."""
-    match = _DURATION.match(text)
-    if match is None:
+    raw = text.strip().lower()
+    scale = 1.0
+    for unit, factor in _DURATION_UNITS:
+        if raw.endswith(unit):
+            raw, scale = raw[: -len(unit)].strip(), factor
+            break
+    number = _number(raw)
+    if number is None:
         raise UsageError.bad_value(option, text, "a duration such as 30, 30s, 500ms or 2m")
-    seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
-    if seconds < 0 or (seconds == 0 and not allow_zero):
+    seconds = number * scale
+    if seconds == 0 and not allow_zero:
         raise UsageError.bad_value(option, text, "a duration greater than zero")
     return seconds
 
 
 def parse_size(option: str, text: str) -> int:
     """``512M``, ``1G``, ``1.5GiB``, ``536870912`` to bytes (binary units, as Docker)."""
-    match = _SIZE.match(text)
-    if match is None:
+    raw = text.strip().lower()
+    if raw.endswith("b"):
+        raw = raw[:-1]
+    if raw.endswith("i"):
+        raw = raw[:-1]
+    unit = raw[-1:] if raw[-1:] in _SIZE_UNITS else ""
+    number = _number(raw[: len(raw) - len(unit)].strip())
+    if number is None:
         raise UsageError.bad_value(option, text, "a size such as 512M, 1G or 536870912")
-    unit = (match.group(2) or "")[:1].lower()
-    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    size = int(number * _SIZE_UNITS[unit])
     if size <= 0:
         raise UsageError.bad_value(option, text, "a size greater than zero")
     return size
 
 
 def parse_int(option: str, text: str, low: int, high: int, what: str = "an integer") -> int:
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise UsageError.bad_value(option, text, f"{what} from {low} to {high}") from None
+    raw = text.strip()
+    if not raw.isascii() or not raw.isdigit():
+        raise UsageError.bad_value(option, text, f"{what} from {low} to {high}")
+    value = int(raw)
     if not low <= value <= high:
         raise UsageError.bad_value(option, text, f"{what} from {low} to {high}")
     return value
@@ -129,12 +161,13 @@ def parse_port(option: str, text: str) -> int:
 
 def parse_fraction(option: str, text: str) -> float:
     """``90%``, ``90`` or ``0.9`` to a fraction in (0, 1]."""
-    raw = text.strip().rstrip("%")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError.bad_value(option, text, "a percentage such as 90% or 0.9") from None
-    if text.strip().endswith("%") or value > 1:
+    raw = text.strip()
+    percent = raw.endswith("%")
+    number = _number(raw.rstrip("%").strip())
+    if number is None:
+        raise UsageError.bad_value(option, text, "a percentage such as 90% or 0.9")
+    value = number
+    if percent or value > 1:
         value /= 100
     if not 0 < value <= 1:
         raise UsageError.bad_value(option, text, "a percentage from 1% to 100%")

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import enum
 import os
-import re
-from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+
+from .values import frozen
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Mapping, Optional, Sequence
 
 # Where systemd's protocol puts the first passed socket (SD_LISTEN_FDS_START).
 SYSTEMD_FIRST_FD = 3
@@ -34,7 +37,16 @@ FD_PLACEHOLDER = "{fd}"
 
 # uvicorn options that name where it listens; all are replaced by ``--fd N``.
 _ADDRESS_OPTIONS = ("--host", "--port", "--uds", "--fd")
-_PYTHON = re.compile(r"(python|pypy)(\d+(\.\d+)*)?(\.exe)?")
+def _is_python(name: str) -> bool:
+    """``python``, ``python3``, ``python3.11``, ``pypy3``, ``python.exe``..."""
+    if name.endswith(".exe"):
+        name = name[:-4]
+    for base in ("python", "pypy"):
+        if name.startswith(base):
+            version = name[len(base) :]
+            parts = version.split(".")
+            return not version or all(part.isdigit() and part.isascii() for part in parts)
+    return False
 # Interpreter options that take a value (``-X dev``, ``-W error``).
 _PYTHON_VALUE_OPTIONS = "XWQ"
 # Servers that read LISTEN_FDS themselves, so ``auto`` can give them the socket.
@@ -55,7 +67,7 @@ def _program(argv: Sequence[str]) -> Optional[str]:
     if not argv:
         return None
     name = os.path.basename(argv[0])
-    if _PYTHON.fullmatch(name) is None:
+    if not _is_python(name):
         return name[:-4] if name.endswith(".exe") else name
     index = 1
     while index < len(argv):
@@ -235,7 +247,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8000
 
 
-@dataclass(frozen=True)
+@frozen
 class HandoffPlan:
     """What the loop binds, what the child runs, and how readiness is told."""
 

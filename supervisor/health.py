@@ -1,6 +1,6 @@
 """The public listening socket and the stub HTTP server that answers on it until the app is ready.
 
-Owns: binding the public address (``bind_listener``), answering the health and
+Owns: answering the health and
 ready paths while the child starts, holding early requests and passing them to
 the app once it is ready, and answering again after the child ended.
 
@@ -21,7 +21,10 @@ import re
 import socket
 from typing import Callable, NamedTuple, Optional
 
+from supervisor.listener import bind_listener, loopback_address
 from supervisor.reactor import Reactor, Timer
+
+__all__ = ["HealthStub", "StubPhase", "bind_listener", "loopback_address"]
 
 # Request heads larger than this are refused with 431, as common servers do.
 MAX_HEAD_BYTES = 8 * 1024
@@ -65,47 +68,6 @@ _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _AGAIN = (BlockingIOError, InterruptedError)
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """Bind and listen on the public address; raise ``OSError`` as the OS reports it.
-
-    TCP_NODELAY is set on the listener because accepted sockets inherit it and
-    uvicorn's ``--fd`` path never sets it (every keep-alive answer would wait
-    for the peer's delayed ACK, about 40 ms). The socket is non-inheritable: the
-    loop places it into the child explicitly.
-    """
-    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    infos = socket.getaddrinfo(
-        name or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
-    )
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(address)
-        sock.listen(max(1024, socket.SOMAXCONN))
-        sock.setblocking(False)
-        sock.set_inheritable(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def loopback_address(listener: socket.socket) -> tuple[str, int]:
-    """The address to connect to the listener from this host (for ``hand_off``).
-
-    A wildcard bind (``0.0.0.0`` or ``::``) is reached through the loopback.
-    """
-    address = listener.getsockname()
-    host, port = str(address[0]), int(address[1])
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return host, port
 
 
 class StubPhase(enum.Enum):

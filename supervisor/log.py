@@ -7,11 +7,13 @@ Must not know: what happened; callers say it.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Callable
 
 from .config import LogFormat
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 PREFIX = "[supervisor] "
 
@@ -42,6 +44,8 @@ class Logger:
         self, level: str, message: str, fields: dict[str, Any], marked: bool = True
     ) -> None:
         if self._json:
+            import json
+
             record = {"ts": round(time.time(), 3), "level": level, "logger": "supervisor"}
             record["msg"] = message
             record.update(fields)

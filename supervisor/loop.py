@@ -11,23 +11,17 @@ Data flows one way: Config -> spawn -> watch -> cause -> report -> status.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import signal
-import socket
-import threading
 import time
-from typing import Any, Callable, Mapping, Optional
 
-from .causes import Cause, Ending, Outcome, classify
 from .child import ChildSpec, ExecFailure, ExitStatus, child_environment, enlarge_pipe, spawn
 from .config import Config, EarlyRequests
 from .errors import SupervisorError, UsageError
 from .handoff import SYSTEMD_FIRST_FD, HandoffMode, HandoffPlan, plan_handoff
-from .health import HealthStub, bind_listener, loopback_address
+from .listener import bind_listener, loopback_address
 from .log import Logger
-from .memory import MemoryFacts, MemoryWatcher, TerminationLog
 from .output import Sink
 from .pid1 import (
     STOP_SIGNALS,
@@ -39,17 +33,22 @@ from .pid1 import (
     signal_name,
 )
 from .reactor import Reactor, Timer
-from .readiness import descendants, proc_readiness_supported, socket_in_epoll
-from .redact import Redactor
-from .relay import Relay, Tail
-from .report import (
-    Report,
-    SignalRecord,
-    exception_json,
-    human_block,
-    where_text,
-    write_report_file,
-)
+
+# Only what is needed until the child is spawned is imported above: every
+# millisecond here delays the app's start. The rest (the stub's HTTP, causes,
+# tracebacks, the report, memory, threads) is imported where it is first used.
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    import socket
+    import threading
+    from typing import Any, Callable, Mapping, Optional
+
+    from .causes import Outcome
+    from .health import HealthStub
+    from .memory import MemoryFacts, MemoryWatcher, TerminationLog
+    from .redact import Redactor
+    from .relay import Relay, Tail
+    from .report import Report
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
 REAP_INTERVAL_S = 1.0
@@ -81,7 +80,7 @@ class Supervisor:
         self.config = config
         self.environ = environ
         self.log = log
-        self.redact = Redactor.from_environ(environ)
+        self._redact: Optional[Redactor] = None
         try:
             self.plan: HandoffPlan = plan_handoff(
                 config.handoff.value, config.command, config.host, config.port,
@@ -96,23 +95,30 @@ class Supervisor:
         self.started_at = time.time()
         self.started_mono = self.reactor.clock()
         self.ready_after_s: Optional[float] = None
-        self.signals: list[SignalRecord] = []
+        self.signals: list[tuple[str, float]] = []
         self.stop_signal: Optional[int] = None
         self.stop_timer: Optional[Timer] = None
         self.stop_timed_out = False
         self.startup_timer: Optional[Timer] = None
         self.startup_timed_out = False
         self.reaped: Optional[Reaped] = None
-        self.tail = Tail()
+        self.tail: Optional[Tail] = None
         self.relays: list[Relay] = []
         self.sinks: list[Sink] = []
         self.listener: Optional[socket.socket] = None
         self.stub: Optional[HealthStub] = None
-        self.memory = MemoryWatcher(config.memory_interval_s, config.memory_warn,
-                                    clock=self.reactor.clock)
+        self.memory: Optional[MemoryWatcher] = None
         self.memory_off_logged = False
-        self.termination_log = TerminationLog(config.termination_log)
+        self.termination_log: Optional[TerminationLog] = None
         self.threads: list[threading.Thread] = []
+
+    @property
+    def redact(self) -> Redactor:
+        if self._redact is None:
+            from .redact import Redactor
+
+            self._redact = Redactor.from_environ(self.environ)
+        return self._redact
 
     def _sentry_dsn(self) -> Optional[str]:
         dsn = self.config.sentry_dsn
@@ -141,7 +147,7 @@ class Supervisor:
 
     def _run(self) -> int:
         if self.plan.stub_address is not None:
-            self._open_stub(self.plan.stub_address)
+            self._bind(self.plan.stub_address)
         stderr_read, stderr_write = os.pipe()
         enlarge_pipe(stderr_write)
         stdout_read = stdout_write = None
@@ -168,11 +174,19 @@ class Supervisor:
             for fd in (stderr_read, stdout_read):
                 if fd is not None:
                     os.close(fd)
+            from .causes import Ending, classify
+
+            self._start_stub()
             return self._finish(classify(Ending(
                 exit=None, exec_failure=result, command=self.config.command[0]
             )), None, None)
 
         self.pid = result
+        # From here on the child runs: the rest may be imported.
+        from .relay import Relay, Tail
+
+        self._start_stub()
+        self.tail = Tail()
         self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail))
         if stdout_read is not None:
             stdout = Sink(self.reactor, 1)
@@ -189,21 +203,29 @@ class Supervisor:
         for relay in self.relays:
             relay.drain()
         exit = ExitStatus.from_wait_status(self.reaped.wait_status)
-        facts = self.memory.finish(self.reaped.max_rss_bytes,
-                                   killed_by_sigkill=exit.signal == signal.SIGKILL)
+        facts = None
+        if self.memory is not None:
+            facts = self.memory.finish(self.reaped.max_rss_bytes,
+                                       killed_by_sigkill=exit.signal == signal.SIGKILL)
+        from .causes import Ending, classify
+
         outcome = classify(Ending(
             exit=exit,
             stop_signal=self.stop_signal,
             stop_timed_out=self.stop_timed_out,
             startup_timed_out=self.startup_timed_out,
-            oom_evidence=facts.oom_evidence,
-            stderr_tail=self.tail.text(),
+            oom_evidence=facts.oom_evidence if facts is not None else None,
+            stderr_tail=self._tail_text(),
             stop_timeout_s=self.config.stop_timeout_s,
             command=self.config.command[0],
         ))
         return self._finish(outcome, exit, facts)
 
-    def _open_stub(self, address: tuple[str, int]) -> None:
+    def _tail_text(self) -> str:
+        return self.tail.text() if self.tail is not None else ""
+
+    def _bind(self, address: tuple[str, int]) -> None:
+        """Bind before the child starts: the port answers from the first moment."""
         host, port = address
         try:
             self.listener = bind_listener(host, port)
@@ -211,6 +233,13 @@ class Supervisor:
             raise SupervisorError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from None
+
+    def _start_stub(self) -> None:
+        """Answer on the bound socket; until now the kernel's backlog held callers."""
+        if self.listener is None:
+            return
+        from .health import HealthStub
+
         hold = self.config.early_requests is EarlyRequests.HOLD
         self.stub = HealthStub(
             self.reactor,
@@ -227,9 +256,14 @@ class Supervisor:
 
     def _start_watching(self) -> None:
         assert self.pid is not None
+        from .memory import MemoryWatcher, TerminationLog
+
+        self.memory = MemoryWatcher(self.config.memory_interval_s, self.config.memory_warn,
+                                    clock=self.reactor.clock)
         self.memory.start(self.pid, self.started_mono)
         self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
-        if self.termination_log.enabled:
+        self.termination_log = TerminationLog(self.config.termination_log)
+        if self.termination_log is not None and self.termination_log.enabled:
             self._write_termination_status()
         if self.stub is None:
             # No socket is handed over, so "ready" cannot be seen from outside.
@@ -238,6 +272,8 @@ class Supervisor:
         self.startup_timer = self.reactor.call_later(
             self.config.startup_timeout_s, self._on_startup_timeout
         )
+        from .readiness import proc_readiness_supported
+
         if self.plan.mode is HandoffMode.PORT:
             self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
         elif proc_readiness_supported():
@@ -251,6 +287,8 @@ class Supervisor:
         if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
             return
         assert self.listener is not None
+        from .readiness import descendants, socket_in_epoll
+
         inode = os.fstat(self.listener.fileno()).st_ino
         if socket_in_epoll(descendants(self.pid), inode):
             self._on_ready()
@@ -261,6 +299,8 @@ class Supervisor:
         if self.phase is not Phase.STARTING or self.reaped is not None:
             return
         assert self.plan.app_port is not None
+        import socket
+
         try:
             with socket.create_connection(("127.0.0.1", self.plan.app_port), timeout=0.05):
                 pass
@@ -290,7 +330,7 @@ class Supervisor:
             self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
                           f"{_address_text(self.listener)} now")
             self._in_thread(lambda: self._check_app_health_path(address))
-        if self.termination_log.enabled:
+        if self.termination_log is not None and self.termination_log.enabled:
             self._write_termination_status()
 
     def _check_app_health_path(self, address: tuple[str, int]) -> None:
@@ -329,7 +369,7 @@ class Supervisor:
 
     # -- memory ----------------------------------------------------------------
     def _sample_memory(self) -> None:
-        if self.reaped is not None:
+        if self.reaped is not None or self.memory is None:
             return
         warning = self.memory.sample()
         if warning is not None:
@@ -343,6 +383,8 @@ class Supervisor:
         self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
 
     def _write_termination_status(self) -> None:
+        if self.termination_log is None or self.memory is None:
+            return
         self.termination_log.write_status(
             f"supervisor: {self.phase.value}; {self.memory.status()}"
         )
@@ -355,7 +397,7 @@ class Supervisor:
             self._reap()
             return
         at_s = round(self.reactor.clock() - self.started_mono, 3)
-        self.signals.append(SignalRecord(signal_name(signum), at_s))
+        self.signals.append((signal_name(signum), at_s))
         if self.pid is None or self.reaped is not None:
             return
         send_signal(self.pid, signum, group=self.config.kill_group)
@@ -396,6 +438,8 @@ class Supervisor:
     # -- threads ---------------------------------------------------------------
     def _in_thread(self, work: Callable[[], None]) -> threading.Thread:
         """Run blocking work (HTTP) off the loop; it reports back via the reactor."""
+        import threading
+
         self.reactor.enable_threads()
         thread = threading.Thread(target=work, daemon=True, name="supervisor-worker")
         thread.start()
@@ -417,7 +461,7 @@ class Supervisor:
         if self.sentry_dsn is None:
             return
         dsn = self.sentry_dsn
-        last = self.memory.last_sample
+        last = self.memory.last_sample if self.memory is not None else None
         memory: dict[str, Any] = {}
         if last is not None and last.cgroup is not None:
             memory = {"usage_bytes": last.cgroup.usage_bytes,
@@ -440,6 +484,8 @@ class Supervisor:
     def _deliver_crash(self, report: Report) -> Report:
         """Send the crash event, keeping the stub and signals served meanwhile."""
         assert self.sentry_dsn is not None
+        import dataclasses
+
         from .sentry import attachments_for, build_event, deliver, new_event_id
 
         data = report.as_json()
@@ -469,6 +515,8 @@ class Supervisor:
     def _finish(
         self, outcome: Outcome, exit: Optional[ExitStatus], memory: Optional[MemoryFacts]
     ) -> int:
+        from .report import human_block
+
         if self.stub is not None:
             # Accept again at once: what waits in the backlog gets the cause, not a refusal.
             self.stub.take_back(outcome.cause.value)
@@ -480,7 +528,7 @@ class Supervisor:
         if self.sentry_dsn is not None and outcome.cause.is_crash:
             report = self._deliver_crash(report)
             self._write_report(report)
-        if self.termination_log.enabled:
+        if self.termination_log is not None and self.termination_log.enabled:
             self.termination_log.write_final(f"{report.cause}: {report.summary}")
         if self.stub is not None:
             stub = self.stub
@@ -495,6 +543,9 @@ class Supervisor:
     def _build_report(
         self, outcome: Outcome, exit: Optional[ExitStatus], memory: Optional[MemoryFacts]
     ) -> Report:
+        from .causes import Cause
+        from .report import Report, SignalRecord, exception_json, where_text
+
         redact = self.redact
         extra: dict[str, Any] = {"handoff": self.plan.mode.value}
         if outcome.cause is Cause.OOM_KILLED and memory is not None:
@@ -512,9 +563,9 @@ class Supervisor:
             ended_at=time.time(),
             uptime_s=self.reactor.clock() - self.started_mono,
             ready_after_s=self.ready_after_s,
-            signals_received=tuple(self.signals),
+            signals_received=tuple(SignalRecord(name, at) for name, at in self.signals),
             exception=exception_json(outcome, redact),
-            stderr_tail=redact.text(self.tail.text()),
+            stderr_tail=redact.text(self._tail_text()),
             where=where_text(outcome),
             memory=memory.as_report() if memory is not None else None,
             memory_line=memory.sparkline() if memory is not None and memory.samples else None,
@@ -524,6 +575,8 @@ class Supervisor:
     def _write_report(self, report: Report) -> None:
         if not self.config.report_file:
             return
+        from .report import write_report_file
+
         try:
             write_report_file(self.config.report_file, report.as_json())
         except OSError as error:

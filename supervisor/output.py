@@ -13,9 +13,12 @@ import os
 import select
 import stat
 import time
-from typing import Callable, Optional
 
-from .reactor import Reactor
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .reactor import Reactor
 
 # Above this many buffered bytes, relays stop reading from the child until the
 # consumer catches up; the child then blocks in write() as it would writing directly.

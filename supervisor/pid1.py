@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Callable, Optional
 
-from .reactor import Reactor
+from .values import frozen
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .reactor import Reactor
 
 FORWARDED_SIGNALS = (
     signal.SIGTERM,
@@ -77,7 +81,7 @@ class SignalInbox:
         os.close(self._write_fd)
 
 
-@dataclass(frozen=True)
+@frozen
 class Reaped:
     pid: int
     wait_status: int

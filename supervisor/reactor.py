@@ -13,9 +13,12 @@ import itertools
 import os
 import selectors
 import time
-from typing import Callable, Optional
 
-Callback = Callable[[], None]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    Callback = Callable[[], None]
 
 
 class Timer:
