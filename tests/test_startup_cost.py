@@ -1,0 +1,41 @@
+"""Start-up is part of the product: nothing heavy runs before the child is spawned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from .conftest import PYTHON, ROOT
+
+# What may not be imported on the path from exec to spawning the child. typing,
+# re and dataclasses cost about 12 ms together; the others far more.
+HEAVY = ("typing", "re", "dataclasses", "inspect", "json", "threading", "asyncio",
+         "psutil", "httpx", "sentry_sdk", "supervisor.health", "supervisor.memory",
+         "supervisor.tracebacks", "supervisor.causes", "supervisor.report")
+
+
+def modules_after(code: str) -> set[str]:
+    # -S: without site, whatever site-packages' .pth files import does not hide ours.
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}; "
+        "loaded = sorted(sys.modules); import json; print(json.dumps(loaded))"
+    )
+    out = subprocess.run([PYTHON, "-S", "-c", script], check=True, capture_output=True).stdout
+    return set(json.loads(out))
+
+
+def test_the_path_to_spawn_imports_nothing_heavy() -> None:
+    loaded = modules_after(
+        "import supervisor.__main__, supervisor.cli, supervisor.loop; "
+        "from supervisor.cli import parse_args; "
+        "parse_args(['--port', '8000', '--stop-timeout', '2s', 'uvicorn', 'app:app'], {}); "
+        "import supervisor.handoff as h; h.plan_handoff('auto', ['uvicorn', 'a:b'], None, 8000, "
+        "None, {})"
+    )
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_sentry_sdk_is_not_imported_by_the_sentry_module() -> None:
+    loaded = modules_after("import supervisor.sentry")
+    assert "sentry_sdk" not in loaded
+    assert "httpx" not in loaded
