@@ -58,6 +58,7 @@ class Ending:
     stop_signal: Optional[int] = None  # a stop signal the supervisor forwarded
     stop_timed_out: bool = False
     startup_timed_out: bool = False
+    startup_summary: str = "not ready within the startup timeout"
     oom_evidence: Optional[str] = None
     stderr_tail: str = ""
     stop_timeout_s: float = 0.0
@@ -93,7 +94,7 @@ def classify(ending: Ending) -> Outcome:
     exit = ending.exit
     tail = ending.stderr_tail
     if ending.startup_timed_out:
-        return _with_stack(Cause.STARTUP_TIMEOUT, "not ready within the startup timeout",
+        return _with_stack(Cause.STARTUP_TIMEOUT, ending.startup_summary,
                            STARTUP_TIMEOUT_STATUS, tail)
     if ending.stop_timed_out:
         stop = signal_name(ending.stop_signal or signal.SIGTERM)

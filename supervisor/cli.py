@@ -64,6 +64,24 @@ def _path(option: str, text: str) -> Value:
     return text
 
 
+def _memory_limit(option: str, text: str) -> Value:
+    from .reproduce import parse_memory_limit
+
+    return parse_memory_limit(text, option)
+
+
+def _cpu_limit(option: str, text: str) -> Value:
+    from .reproduce import parse_cpu_limit
+
+    return parse_cpu_limit(text, option)
+
+
+def _text(option: str, text: str) -> Value:
+    if not text.strip():
+        raise UsageError.bad_value(option, text, "a non-empty value")
+    return text.strip()
+
+
 def _host(option: str, text: str) -> Value:
     host = text.strip().strip("[]")
     if not host or any(c.isspace() or c in "/@" for c in host):
@@ -162,6 +180,38 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
     ),
     Option(
+        "--memory-limit", "memory_limit",
+        "reproduce: a memory limit on the child alone (cgroup), e.g. 512M", "SIZE",
+        _memory_limit,
+    ),
+    Option(
+        "--cpu-limit", "cpu_limit",
+        "reproduce: a CPU quota on the child alone (cgroup), e.g. 0.25", "CPUS", _cpu_limit,
+    ),
+    Option(
+        "--env-file", "env_file",
+        "reproduce: add the variables of this dotenv file to the child's environment",
+        "FILE", _path,
+    ),
+    Option(
+        "--clean-env", "clean_env",
+        "reproduce: the child gets only the env file's variables and a minimal PATH",
+    ),
+    Option(
+        "--no-network", "no_network",
+        "reproduce: run the child in a network namespace with loopback only",
+    ),
+    Option(
+        "--health-check", "health_check",
+        "reproduce: probe the port as the platform does, e.g. "
+        "http:/healthz,interval=5,timeout=2,healthy=1,unhealthy=5,grace=0", "SPEC", _text,
+    ),
+    Option(
+        "--platform", "platform",
+        "reproduce: a platform's documented defaults (apprunner, cloudrun, heroku, ecs, "
+        "kubernetes); explicit flags win", "NAME", _text,
+    ),
+    Option(
         "--send-report", "send_report",
         "send a saved report file to Sentry and exit (for a container that could not)",
         "FILE", _path,
@@ -251,7 +301,38 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         values["sentry_dsn"] = environ["SENTRY_DSN"].strip()
     if not command and not values.get("send_report"):
         raise UsageError(f"no command given: {USAGE}")
+    if values.get("platform") or values.get("health_check"):
+        _apply_platform(values)
     return Config(command=tuple(command), **values)  # type: ignore[arg-type]
+
+
+def _apply_platform(values: dict[str, Value]) -> None:
+    """Lay a platform's defaults under the explicit values, and parse the health check."""
+    from .probes import parse_health_check
+
+    base = None
+    name = values.pop("platform", None)
+    if name:
+        from .platforms import get_platform
+
+        platform = get_platform(str(name))
+        values["platform"] = platform.title
+        base = platform.health_check
+        for field, preset in (
+            ("memory_limit", platform.memory_limit),
+            ("cpu_limit", platform.cpu_limit),
+            ("startup_timeout_s", platform.startup_timeout_s),
+        ):
+            if field not in values and preset is not None:
+                values[field] = preset
+        if "stop_timeout_s" not in values and platform.stop_timeout_s is not None:
+            # Finish inside the platform's own SIGKILL, with room for the report.
+            grace = max(1.0, platform.stop_timeout_s - 2.0)
+            values["stop_timeout_s"] = min(grace, Config.stop_timeout_s)
+    text = values.pop("health_check", None)
+    spec = parse_health_check(str(text), base=base) if text else base
+    if spec is not None:
+        values["health_check"] = spec  # type: ignore[assignment]
 
 
 def _convert(option: Option, name: str, raw: str) -> Value:

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
+    from .probes import HealthCheckSpec
+
 
 class LogFormat(enum.Enum):
     TEXT = "text"
@@ -65,6 +67,14 @@ class Config:
     sentry_dsn: Optional[str] = None
     sentry_timeout_s: float = 5.0
     send_report: Optional[str] = None
+    # Reproducing a platform's conditions.
+    memory_limit: Optional[int] = None
+    cpu_limit: Optional[float] = None
+    env_file: Optional[str] = None
+    clean_env: bool = False
+    no_network: bool = False
+    health_check: Optional[HealthCheckSpec] = None
+    platform: Optional[str] = None  # the preset's title, for the verdict
 
 
 def parse_dsn(option: str, text: str) -> str:

@@ -46,9 +46,11 @@ if TYPE_CHECKING:
     from .causes import Outcome
     from .health import HealthStub
     from .memory import MemoryFacts, MemoryWatcher, TerminationLog
+    from .probes import HealthCheckResult, PlatformHealthCheck
     from .redact import Redactor
     from .relay import Relay, Tail
     from .report import Report
+    from .reproduce import ChildCgroup
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
 REAP_INTERVAL_S = 1.0
@@ -111,14 +113,22 @@ class Supervisor:
         self.memory_off_logged = False
         self.termination_log: Optional[TerminationLog] = None
         self.threads: list[threading.Thread] = []
+        self.cgroup: Optional[ChildCgroup] = None
+        self.child_env: dict[str, str] = {}
+        self.health_check: Optional[PlatformHealthCheck] = None
+        self.health_check_gave_up = False
 
     @property
     def redact(self) -> Redactor:
         if self._redact is None:
             from .redact import Redactor
 
-            self._redact = Redactor.from_environ(self.environ)
+            self._redact = Redactor.from_environ(self._secrets_source())
         return self._redact
+
+    def _secrets_source(self) -> dict[str, str]:
+        # The child's variables too: an env file's secrets are masked as well.
+        return {**self.child_env, **self.environ}
 
     def _sentry_dsn(self) -> Optional[str]:
         dsn = self.config.sentry_dsn
@@ -144,8 +154,11 @@ class Supervisor:
             return self._run()
         finally:
             inbox.close()
+            if self.cgroup is not None:
+                self.cgroup.remove()
 
     def _run(self) -> int:
+        before_exec = self._prepare_reproduction()
         if self.plan.stub_address is not None:
             self._bind(self.plan.stub_address)
         stderr_read, stderr_write = os.pipe()
@@ -157,7 +170,7 @@ class Supervisor:
         pass_fds = {}
         if self.listener is not None and self.plan.passes_socket:
             pass_fds[SYSTEMD_FIRST_FD] = self.listener.fileno()
-        env = child_environment(self.environ)
+        env = self.child_env
         env.update(self.plan.env)
         result = spawn(ChildSpec(
             argv=self.plan.argv,
@@ -166,6 +179,7 @@ class Supervisor:
             stdout_fd=stdout_write,
             pass_fds=pass_fds,
             set_listen_pid=self.plan.mode is HandoffMode.SYSTEMD,
+            before_exec=before_exec,
         ))
         for fd in (stderr_write, stdout_write):
             if fd is not None:
@@ -196,12 +210,14 @@ class Supervisor:
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         self._schedule_reap()
         self._start_watching()
+        self._start_health_check()
 
         while self.reaped is None:
             self.reactor.run_once()
 
         for relay in self.relays:
             relay.drain()
+        self._stop_health_check()
         exit = ExitStatus.from_wait_status(self.reaped.wait_status)
         facts = None
         if self.memory is not None:
@@ -213,13 +229,99 @@ class Supervisor:
             exit=exit,
             stop_signal=self.stop_signal,
             stop_timed_out=self.stop_timed_out,
-            startup_timed_out=self.startup_timed_out,
+            startup_timed_out=self.startup_timed_out or self.health_check_gave_up,
+            startup_summary=(
+                "not ready when the platform's health check gave up"
+                if self.health_check_gave_up
+                else f"not ready within {self.config.startup_timeout_s:g} s (--startup-timeout)"
+            ),
             oom_evidence=facts.oom_evidence if facts is not None else None,
             stderr_tail=self._tail_text(),
             stop_timeout_s=self.config.stop_timeout_s,
             command=self.config.command[0],
         ))
         return self._finish(outcome, exit, facts)
+
+    def _prepare_reproduction(self) -> tuple[Callable[[], None], ...]:
+        """The platform's conditions: checked and set up before anything starts."""
+        config = self.config
+        base: Mapping[str, str] = self.environ
+        if config.env_file is not None or config.clean_env:
+            from .reproduce import parse_env_file, reproduce_environment
+
+            values = parse_env_file(config.env_file) if config.env_file else {}
+            base = reproduce_environment(self.environ, values, config.clean_env)
+        self.child_env = child_environment(base)
+        steps: list[Callable[[], None]] = []
+        if config.no_network:
+            from .reproduce import check_can_unshare_network, enter_new_network_namespace
+
+            check_can_unshare_network()
+            steps.append(enter_new_network_namespace)
+        if config.memory_limit is not None or config.cpu_limit is not None:
+            from .reproduce import ChildCgroup
+
+            self.cgroup = ChildCgroup.create(config.memory_limit, config.cpu_limit)
+            steps.append(self.cgroup.join_in_child)
+            limits = []
+            if config.memory_limit is not None:
+                limits.append(f"memory {config.memory_limit // (1 << 20)} MiB")
+            if config.cpu_limit is not None:
+                limits.append(f"CPU {config.cpu_limit:g}")
+            self.log.info(f"reproducing limits on the child: {', '.join(limits)}")
+        return tuple(steps)
+
+    def _start_health_check(self) -> None:
+        spec = self.config.health_check
+        if spec is None:
+            return
+        from .probes import PlatformHealthCheck
+
+        if self.listener is not None:
+            address = loopback_address(self.listener)
+        else:
+            address = ("127.0.0.1", self.config.port or 8000)
+        stub = self.stub
+        self.health_check = PlatformHealthCheck(
+            spec, address,
+            stub_active=lambda: stub is not None and stub.phase.value != "ready",
+        )
+        self.reactor.add_reader(self.health_check.wakeup_fd, self._on_health_check)
+        self.health_check.start()
+        self.log.info(f"probing {address[0]}:{address[1]} as "
+                      f"{self.config.platform or 'the platform'} would: {spec.describe()}")
+
+    def _on_health_check(self) -> None:
+        assert self.health_check is not None
+        result = self.health_check.take_wakeup()
+        if not result.final and not result.passed:
+            return
+        who = self.config.platform or "the platform"
+        if result.passed:
+            # Probing goes on (a later failure would replace the instance).
+            self.log.info(f"{who}'s health check passed: {result.reason}")
+            return
+        self.reactor.remove_reader(self.health_check.wakeup_fd)
+        if self.reaped is not None or self.pid is None:
+            return
+        if self.phase is Phase.STARTING:
+            # The platform stops the container here; a stack dump says where it was.
+            self.health_check_gave_up = True
+            self.log.warning(f"{who} would give up now ({result.reason}): stopping the app, "
+                             "SIGABRT for a stack dump, then SIGKILL")
+            send_signal(self.pid, signal.SIGABRT, group=True)
+            self.reactor.call_later(ABORT_GRACE_S, self._kill_group)
+        else:
+            self.log.warning(f"{who} would replace this instance now: {result.reason}")
+
+    def _stop_health_check(self) -> Optional[HealthCheckResult]:
+        if self.health_check is None:
+            return None
+        self.health_check.stop()
+        self.reactor.remove_reader(self.health_check.wakeup_fd)
+        result = self.health_check.result()
+        self.health_check.close()
+        return result
 
     def _tail_text(self) -> str:
         return self.tail.text() if self.tail is not None else ""
@@ -258,8 +360,10 @@ class Supervisor:
         assert self.pid is not None
         from .memory import MemoryWatcher, TerminationLog
 
-        self.memory = MemoryWatcher(self.config.memory_interval_s, self.config.memory_warn,
-                                    clock=self.reactor.clock)
+        self.memory = MemoryWatcher(
+            self.config.memory_interval_s, self.config.memory_warn, clock=self.reactor.clock,
+            cgroup=self.cgroup.memory if self.cgroup is not None else None,
+        )
         self.memory.start(self.pid, self.started_mono)
         self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
         self.termination_log = TerminationLog(self.config.termination_log)
@@ -522,7 +626,8 @@ class Supervisor:
             self.stub.take_back(outcome.cause.value)
         report = self._build_report(outcome, exit, memory)
         level = "error" if outcome.cause.is_crash else "info"
-        self.log.block(human_block(report, self.config.report_file), level=level,
+        verdict = report.extra.get("health_check", {}).get("verdict")
+        self.log.block(human_block(report, self.config.report_file, verdict), level=level,
                        cause=report.cause)
         self._write_report(report)
         if self.sentry_dsn is not None and outcome.cause.is_crash:
@@ -550,6 +655,18 @@ class Supervisor:
         extra: dict[str, Any] = {"handoff": self.plan.mode.value}
         if outcome.cause is Cause.OOM_KILLED and memory is not None:
             extra["oom_evidence"] = memory.oom_evidence
+        if self.health_check is not None and self.config.health_check is not None:
+            from .probes import verdict_text
+
+            result = self.health_check.result()
+            check = result.as_report()
+            check["verdict"] = verdict_text(
+                self.config.platform, result, self.config.health_check, where_text(outcome)
+            )
+            extra["health_check"] = check
+        if self.config.memory_limit is not None or self.config.cpu_limit is not None:
+            extra["limits"] = {"memory_bytes": self.config.memory_limit,
+                               "cpus": self.config.cpu_limit}
         return Report(
             cause=outcome.cause.value,
             summary=redact.text(outcome.summary),
@@ -568,7 +685,7 @@ class Supervisor:
             stderr_tail=redact.text(self._tail_text()),
             where=where_text(outcome),
             memory=memory.as_report() if memory is not None else None,
-            memory_line=memory.sparkline() if memory is not None and memory.samples else None,
+            memory_line=memory.sparkline() if memory is not None else None,
             extra=extra,
         )
 

@@ -62,9 +62,10 @@ PLATFORMS: dict[str, Platform] = {
         cpu_limit=1.0,
         startup_timeout_s=None,  # decided by the health check alone
         stop_timeout_s=None,  # not documented
-        # App Runner passes the configured port (default 8080) as PORT.
+        # ImageConfiguration.Port: the port the app listens on, 8080 by default;
+        # a setting of the service, not a variable the app is documented to get.
         # https://docs.aws.amazon.com/apprunner/latest/api/API_ImageConfiguration.html
-        port_env="PORT",
+        port_env=None,
         default_port=8080,
     ),
     "cloudrun": Platform(

@@ -139,8 +139,7 @@ def parse_health_check(text: str, base: Optional[HealthCheckSpec] = None) -> Hea
         return UsageError.bad_value(OPTION, text, expected)
 
     parts = [part.strip() for part in text.split(",")]
-    head = parts[0]
-    kind, _, path = head.partition(":")
+    kind, _, path = parts[0].partition(":")
     kind = kind.strip().lower()
     if kind not in ("tcp", "http"):
         raise bad()
@@ -258,9 +257,9 @@ def _seconds(value: float, bare: bool = False) -> str:
     if value >= 10 or value == int(value):
         number = f"{value:.0f}"
     elif value >= 0.1:
-        number = f"{value:.1f}"
+        number = f"{value:.1f}".rstrip("0").rstrip(".")
     else:
-        number = f"{value:.2f}".rstrip("0")
+        number = f"{value:.2f}".rstrip("0").rstrip(".") or "0"
     return number if bare else f"{number} s"
 
 
@@ -280,7 +279,6 @@ class _Verdict:
         self.passed_at_s: Optional[float] = None
         self._streak: list[Probe] = []  # the current run of counted results of one kind
         self._decisive: tuple[Probe, ...] = ()
-        self._dropped = 0
 
     def add(self, probe: Probe) -> bool:
         """Record ``probe``; True when the state changed."""
@@ -295,7 +293,6 @@ class _Verdict:
         if len(self.probes) >= MAX_PROBES:
             # Keep the start and the latest: drop from the middle.
             del self.probes[MAX_PROBES // 2]
-            self._dropped += 1
         self.probes.append(probe)
         if self.state.final or not probe.counted:
             return False
@@ -340,7 +337,7 @@ class _Verdict:
                 f"({_details(self._decisive)}) by {_seconds(self.passed_at_s or 0.0)}"
             )
         if self.state.final:
-            return _failure_phrase(self._decisive, self.spec)
+            return _failure_phrase(self._decisive)
         if not self.probes:
             return "no health check was sent"
         last = self.probes[-1]
@@ -369,20 +366,19 @@ def _failure_words(probe: Probe) -> str:
     return f"failed ({probe.detail})"
 
 
-def _failure_phrase(probes: tuple[Probe, ...], spec: HealthCheckSpec) -> str:
-    """"5 consecutive health checks timed out (2 s) between 0 s and 22 s"."""
+def _failure_phrase(probes: tuple[Probe, ...]) -> str:
+    """'5 consecutive health checks timed out (2 s) between 0 s and 22 s'."""
     if not probes:
         return "no health check failed"
     words = {_failure_words(p) for p in probes}
     what = next(iter(words)) if len(words) == 1 else f"failed ({_details(probes)})"
-    start = probes[0].at_s
-    end = probes[-1].at_s + probes[-1].duration_s
     if len(probes) == 1:
         what = what.replace("were refused", "was refused")
+    start = probes[0].at_s
+    end = probes[-1].at_s + probes[-1].duration_s
     text = f"{_plural(len(probes), 'consecutive health check')} {what}"
     text += f" between {_seconds(start)} and {_seconds(end)}"
-    by = {p.answered_by for p in probes}
-    if by == {"stub"}:
+    if {p.answered_by for p in probes} == {"stub"}:
         text += " (answered by the supervisor's stub while the app was not ready)"
     return text
 
@@ -397,10 +393,10 @@ def verdict_text(
 
     ``platform_name`` is the title to show ("App Runner"), None for a check
     given by hand. ``where`` is where the app was when the check failed (a
-    file:line and function from a stack dump), None when unknown.
+    file:line and function from a stack dump), None when unknown; it is added
+    to every verdict but a pass.
     """
     who = platform_name or "A platform running this health check"
-    check = f"{spec.protocol.upper()}{' ' + spec.path if spec.protocol == 'http' else ''}"
     if result.state is CheckState.PASSED:
         text = f"{who} would have passed this deployment: {result.reason}"
         if result.answered_by == "stub":
@@ -417,6 +413,7 @@ def verdict_text(
             f"after the check had passed at {_seconds(result.passed_at_s or 0.0)}"
         )
     else:
+        check = "HTTP " + spec.path if spec.protocol == "http" else "TCP"
         text = (
             f"{who} had not decided yet ({check} every {_seconds(spec.interval_s)}, "
             f"healthy after {spec.healthy_threshold}, failed after "
@@ -455,7 +452,8 @@ class PlatformHealthCheck:
 
     ``stub_active``, when given, is called from that thread after each probe
     and must be cheap and thread-safe (reading a flag): True while the
-    supervisor's stub, not the app, owns the public socket.
+    supervisor's stub, not the app, owns the public socket. A hand-off during
+    a probe may be attributed to either side.
     """
 
     def __init__(
@@ -470,6 +468,7 @@ class PlatformHealthCheck:
         self._clock = clock
         self._stub_active = stub_active
         self._verdict = _Verdict(spec)
+        # Guards the verdict and the pipe: the thread never writes to a closed fd.
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -495,20 +494,25 @@ class PlatformHealthCheck:
         )
         self._thread.start()
 
-    def stop(self, timeout_s: Optional[float] = None) -> None:
-        """Stop probing; waits for a probe in flight up to ``timeout_s`` (default: its timeout).
+    def stop(self, timeout_s: float = 0.0) -> None:
+        """Stop probing.
 
-        The pipe stays open until ``close`` so that the loop can still read it.
+        Returns at once by default: a probe in flight may be waiting out its
+        timeout, and the loop must not wait with it; its answer is dropped.
+        ``timeout_s`` > 0 waits that long for the thread to end. The pipe stays
+        open until ``close`` so that the loop can still read it.
         """
         self._stop.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(self.spec.timeout_s + 1.0 if timeout_s is None else timeout_s)
+        if timeout_s > 0 and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def close(self) -> None:
         """Stop, then close the wakeup pipe (after the loop stopped watching it)."""
         self.stop()
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
             for fd in (self._wakeup_read, self._wakeup_write):
                 try:
@@ -522,12 +526,14 @@ class PlatformHealthCheck:
 
     def take_wakeup(self) -> HealthCheckResult:
         """Drain ``wakeup_fd`` and return the result: the loop's reader callback."""
-        try:
-            while os.read(self._wakeup_read, 64):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        return self.result()
+        with self._lock:
+            if not self._closed:
+                try:
+                    while os.read(self._wakeup_read, 64):
+                        pass
+                except OSError:
+                    pass  # EAGAIN: drained
+            return self._verdict.result()
 
     # -- the thread --
 
@@ -551,16 +557,13 @@ class PlatformHealthCheck:
             with self._lock:
                 changed = self._verdict.add(probe)
                 final = self._verdict.state.final
-            if changed:
-                self._wake()
+                if changed and not self._closed:
+                    try:
+                        os.write(self._wakeup_write, b"!")
+                    except OSError:
+                        pass  # full: the loop has not read yet, and it is readable anyway
             if final:
                 return
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wakeup_write, b"!")
-        except (BlockingIOError, OSError):
-            pass  # full (the loop has not read yet) or closed: it is readable anyway
 
     def _probe(self, at_s: float) -> Probe:
         start = self._clock()

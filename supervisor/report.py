@@ -125,12 +125,16 @@ def where_text(outcome: Outcome) -> Optional[str]:
     return frame_text(outcome.where)
 
 
-def human_block(report: Report, report_file: Optional[str]) -> list[str]:
+def human_block(
+    report: Report, report_file: Optional[str], verdict: Optional[str] = None
+) -> list[str]:
     """The lines a person reads on stderr; the caller adds the prefix."""
-    ready = (
-        f"ready after {report.ready_after_s:.2f} s" if report.ready_after_s is not None
-        else "never ready"
-    )
+    if report.ready_after_s is not None:
+        ready = f"ready after {report.ready_after_s:.2f} s"
+    elif report.extra.get("handoff") == "none":
+        ready = "readiness not tracked without a socket hand-off"
+    else:
+        ready = "never ready"
     if report.signal is not None:
         how = f"killed by {report.signal}"
     elif report.cause == "exec_failed":
@@ -159,6 +163,8 @@ def human_block(report: Report, report_file: Optional[str]) -> list[str]:
         lines += [f"  | {line[:300]}" for line in tail[-HUMAN_TAIL_LINES:]]
     if report_file:
         lines.append(f"report:   {report_file}")
+    if verdict:
+        lines.append(f"verdict:  {verdict}")
     lines.append("=" * 12)
     return lines
 

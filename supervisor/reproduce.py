@@ -24,19 +24,24 @@ import errno
 import fcntl
 import functools
 import os
-import re
 import signal
 import socket
 import struct
 import sys
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
 
 from .config import parse_size
 from .errors import UsageError
-from .memory import CgroupMemory, _locate, _parse_mountinfo
+from .values import frozen
+
+# Kept cheap to import (no typing, re, dataclasses): the loop may import this
+# module before it spawns the child. ``memory`` (dataclasses) is imported
+# only when a cgroup is made.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional
+
+    from .memory import CgroupMemory
 
 # What a minimal image (Debian, Alpine, the python images) puts on PATH: enough
 # to find the interpreter and the console scripts a clean environment still needs.
@@ -60,8 +65,6 @@ _GIB = 1024 * _MIB
 # -- the environment ------------------------------------------------------------
 
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_EXPORT = re.compile(r"export\s+")
 # Escapes understood inside double quotes; any other backslash is kept as written.
 _DOUBLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
@@ -123,20 +126,17 @@ def _parse_assignment(
     line = lines[index].strip()
     if not line or line.startswith("#"):
         return None, "", index + 1
-    export = _EXPORT.match(line)
-    if export is not None:
-        line = line[export.end() :]
+    if line.startswith("export") and line[6:7] in (" ", "\t"):
+        line = line[6:].lstrip()
     name, equals, rest = line.partition("=")
     name = name.strip()
     if not equals:
         raise fail("expected NAME=VALUE")
-    if not _NAME.fullmatch(name):
+    if not _is_name(name):
         raise fail(f"{name!r} is not a variable name (letters, digits and _, not first a digit)")
     rest = rest.lstrip()
     if not rest or rest[0] not in "'\"":
-        # Unquoted: a comment starts at a # after whitespace, as in a shell.
-        value = re.split(r"\s#", rest, maxsplit=1)[0].rstrip()
-        return name, value, index + 1
+        return name, _strip_comment(rest).rstrip(), index + 1
     quote = rest[0]
     body = rest[1:]
     pieces: list[str] = []
@@ -157,6 +157,24 @@ def _parse_assignment(
     raw = "".join(pieces)
     value = raw if quote == "'" else _unescape_double(raw)
     return name, value, index + 1
+
+
+def _is_name(name: str) -> bool:
+    """A portable variable name: ASCII letters, digits and _, not first a digit."""
+    return (
+        bool(name)
+        and name.isascii()
+        and not name[0].isdigit()
+        and all(c.isalnum() or c == "_" for c in name)
+    )
+
+
+def _strip_comment(value: str) -> str:
+    """An unquoted value up to a comment: a # after whitespace, as in a shell."""
+    for i in range(1, len(value)):
+        if value[i] == "#" and value[i - 1].isspace():
+            return value[:i]
+    return value
 
 
 def _closing_quote(text: str, quote: str) -> int:
@@ -245,7 +263,7 @@ def docker_equivalent(memory_limit: Optional[int], cpu_limit: Optional[float]) -
 # -- the child's cgroup -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class _Placement:
     """Where one controller's group for the child goes."""
 
@@ -290,6 +308,8 @@ def _find_placement(controller: str, probe_v1: str) -> Optional[_Placement]:
     On a hybrid machine each controller lives on exactly one hierarchy: v2
     only offers it when no v1 mount holds it.
     """
+    from .memory import _locate, _parse_mountinfo
+
     try:
         with open("/proc/self/mountinfo") as f:
             mounts = _parse_mountinfo(f.read())
@@ -395,6 +415,8 @@ class ChildCgroup:
         except OSError as exc:
             _remove_groups(made, REMOVE_DEADLINE_S)
             raise refuse(_explain(exc)) from None
+        from .memory import CgroupMemory
+
         memory: Optional[CgroupMemory] = None
         for placement, group in zip(wanted, groups):
             if placement.controller == "memory":
@@ -409,7 +431,7 @@ class ChildCgroup:
         made: list[str],
     ) -> list[str]:
         """One group directory per placement (v2 placements share one); limits written."""
-        name = f"{GROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{GROUP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         by_parent: dict[tuple[int, str], str] = {}
         groups: list[str] = []
         for placement in wanted:

@@ -73,6 +73,27 @@ class Run:
         assert ready, f"no stdout line within {timeout} s"
         return self.process.stdout.readline().decode()
 
+    def wait_for_stderr(self, text: str, timeout: float = 10.0) -> None:
+        """Read the supervisor's stderr (kept in ``stderr``) until ``text`` shows up."""
+        import select
+
+        assert self.process.stderr is not None
+        fd = self.process.stderr.fileno()
+        os.set_blocking(fd, False)
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.stderr:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} not on stderr within {timeout} s")
+            select.select([fd], [], [], remaining)
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise AssertionError(f"stderr closed before {text!r}")
+            self.stderr += chunk
+
     def finish(self, timeout: float = 30.0, linger: float = 2.0) -> tuple[int, bytes, bytes]:
         """Wait for the supervisor to exit, then collect its output.
 
