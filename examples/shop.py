@@ -4,6 +4,7 @@
     SHOP_FAIL=env      a required environment variable is not set
     SHOP_FAIL=memory   start-up loads far more data than the instance has
     SHOP_FAIL=slow     start-up takes 3 s (a slow import or remote call)
+    SHOP_FAIL=cpu      start-up computes for 8 CPU-seconds (fine on a laptop, not on 0.25 vCPU)
 """
 
 import os
@@ -17,6 +18,16 @@ if FAIL == "env":
     DATABASE_URL = os.environ["SHOP_DATABASE_URL"]
 if FAIL == "slow":
     time.sleep(3)
+
+
+def build_search_index(cpu_seconds: float) -> None:
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        sum(range(1000))
+
+
+if FAIL == "cpu":
+    build_search_index(8.0)
 
 _cache: list = []
 
