@@ -389,3 +389,30 @@ def _cpu_seconds_from_stat(pid: int) -> Optional[float]:
 def unknown_option(stderr: bytes | str) -> bool:
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
     return "unknown option" in text
+
+
+def exit_time(process: subprocess.Popen[Any], seconds: float) -> Optional[float]:
+    """The monotonic time at which ``process`` exited, seen within about a millisecond.
+
+    Popen.wait(timeout) polls with growing sleeps (up to 50 ms); a pidfd tells at once.
+    """
+    deadline = time.monotonic() + seconds
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is not None and process.poll() is None:
+        try:
+            pidfd = pidfd_open(process.pid)
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                ready, _, _ = select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    return None
+                exited = time.monotonic()
+            finally:
+                os.close(pidfd)
+            wait_exit(process, 5.0)
+            return exited
+    if wait_exit(process, max(0.0, deadline - time.monotonic())) is None:
+        return None
+    return time.monotonic()

@@ -44,6 +44,15 @@ RUN_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
+class Timing:
+    total: float  # child's start to the sink having everything
+    writer: float  # child's start to its last write returning
+
+
+Samples = dict[tuple[str, str], list[Timing]]
+
+
+@dataclass(frozen=True)
 class Shape:
     label: str
     count: int
@@ -69,8 +78,8 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def _measure(ctx: Context, shape: Shape, reps: int) -> dict[tuple[str, str], list[float]]:
-    samples: dict[tuple[str, str], list[float]] = {
+def _measure(ctx: Context, shape: Shape, reps: int) -> Samples:
+    samples: Samples = {
         (relay, sink): [] for relay in RELAYS for sink in SINKS
     }
     budget_s = 40.0 if ctx.quick else 150.0
@@ -83,13 +92,14 @@ def _measure(ctx: Context, shape: Shape, reps: int) -> dict[tuple[str, str], lis
     return samples
 
 
-def _one(ctx: Context, relay: str, sink: str, shape: Shape) -> Optional[float]:
+def _one(ctx: Context, relay: str, sink: str, shape: Shape) -> Optional[Timing]:
     assert ctx.probe is not None
     probe = str(ctx.probe)
     spam = [probe, "spam", str(shape.count), str(shape.size)]
     quiet = {"stdin": subprocess.DEVNULL}
     with ExitStack() as stack:
         owned: list[int] = []  # fds the bench must close once children have them
+        stack.callback(_close_all, owned)
         stamp_read, stamp_write = os.pipe()
         stack.callback(os.close, stamp_read)
         owned.append(stamp_write)
@@ -98,10 +108,9 @@ def _one(ctx: Context, relay: str, sink: str, shape: Shape) -> Optional[float]:
             data_read, data_write = os.pipe()
             drain_read, drain_write = os.pipe()
             stack.callback(os.close, drain_read)
+            owned.extend((data_read, drain_write))
             stack.enter_context(spawn([probe, "drain", str(shape.total)], ctx.env,
                                       stdin=data_read, stdout=drain_write))
-            os.close(data_read)
-            os.close(drain_write)
             sink_fd = data_write
         else:
             sink_fd = os.open(os.devnull, os.O_WRONLY)
@@ -115,14 +124,12 @@ def _one(ctx: Context, relay: str, sink: str, shape: Shape) -> Optional[float]:
                                              stdout=stamp_write, stderr=sink_fd, **quiet))
         else:
             middle_read, middle_write = os.pipe()
+            owned.extend((middle_read, middle_write))
             stack.enter_context(spawn(spam, ctx.env, stdout=stamp_write, stderr=middle_write,
                                       **quiet))
-            os.close(middle_write)
             last = stack.enter_context(spawn(["cat"], ctx.env, stdin=middle_read,
                                              stdout=sink_fd, stderr=subprocess.DEVNULL))
-            os.close(middle_read)
-        for fd in owned:
-            os.close(fd)
+        _close_all(owned)
 
         started = read_ns(stamp_read, 30.0)
         wrote = read_ns(stamp_read, RUN_TIMEOUT_S)
@@ -132,18 +139,28 @@ def _one(ctx: Context, relay: str, sink: str, shape: Shape) -> Optional[float]:
             # the moment the child's last byte arrived.
             ended = read_ns(drain_read, RUN_TIMEOUT_S)
         wait_exit(last, 30.0)
-    if started is None or ended is None:
+    if started is None or ended is None or wrote is None:
         return None
-    return ended - started
+    return Timing(total=ended - started, writer=wrote - started)
+
+
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        os.close(fds.pop())
 
 
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
 
 
-def _small_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[float]]) -> Row:
+def _totals(samples: Samples, relay: str, sink: str) -> list[float]:
+    return [timing.total for timing in samples[(relay, sink)]]
+
+
+def _small_row(shape: Shape, sink: str, samples: Samples) -> Row:
     name = f"relay: {shape.count:,} x {shape.label} -> {sink}"
-    ours, direct, cat = (samples[(relay, sink)] for relay in RELAYS)
+    ours, direct, cat = (_totals(samples, relay, sink)
+                         for relay in ("supervisor", "direct", "cat"))
     if not ours or not direct:
         return unavailable(name, "runs did not complete", f"<= {SMALL_TARGET}x direct")
     ours_ratio = ratio(median(ours), median(direct))
@@ -152,7 +169,8 @@ def _small_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[floa
         peers += f" · cat {_fmt_s(median(cat))} ({ratio(median(cat), median(direct)):.1f}x)"
     return Row(
         name=name,
-        ours=f"{_fmt_s(median(ours))} (p90 {_fmt_s(p90(ours))}, n={len(ours)})",
+        ours=f"{_fmt_s(median(ours))} (p90 {_fmt_s(p90(ours))}, n={len(ours)}"
+        f"{_writer_note(samples, sink)})",
         peers=peers,
         ratio=f"{ours_ratio:.2f}x direct",
         target=f"<= {SMALL_TARGET}x direct",
@@ -161,9 +179,10 @@ def _small_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[floa
     )
 
 
-def _bulk_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[float]]) -> Row:
+def _bulk_row(shape: Shape, sink: str, samples: Samples) -> Row:
     name = f"relay: {shape.count:,} x {shape.label} -> {sink}"
-    ours, direct, cat = (samples[(relay, sink)] for relay in RELAYS)
+    ours, direct, cat = (_totals(samples, relay, sink)
+                         for relay in ("supervisor", "direct", "cat"))
     if not ours:
         return unavailable(name, "runs did not complete", f">= {BULK_TARGET_GBPS} GB/s")
     gbps = shape.total / median(ours) / 1e9
@@ -174,7 +193,8 @@ def _bulk_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[float
         peers.append(f"cat {shape.total / median(cat) / 1e9:.2f} GB/s")
     return Row(
         name=name,
-        ours=f"{gbps:.2f} GB/s ({_fmt_s(median(ours))} for {shape.total / 2**20:.0f} MiB)",
+        ours=f"{gbps:.2f} GB/s ({_fmt_s(median(ours))} for {shape.total / 2**20:.0f} MiB"
+        f"{_writer_note(samples, sink)})",
         peers=" · ".join(peers),
         ratio=f"{ratio(median(ours), median(direct)):.2f}x direct" if direct else "",
         target=f">= {BULK_TARGET_GBPS:g} GB/s",
@@ -183,12 +203,26 @@ def _bulk_row(shape: Shape, sink: str, samples: dict[tuple[str, str], list[float
     )
 
 
-def _data(shape: Shape, sink: str,
-          samples: dict[tuple[str, str], list[float]]) -> dict[str, object]:
-    return {
-        "count": shape.count,
-        "size": shape.size,
-        "sink": sink,
-        **{relay: {"median_s": median(values), "p90_s": p90(values), "n": len(values)}
-           for relay in RELAYS if (values := samples[(relay, sink)])},
-    }
+def _data(shape: Shape, sink: str, samples: Samples) -> dict[str, object]:
+    data: dict[str, object] = {"count": shape.count, "size": shape.size, "sink": sink}
+    for relay in RELAYS:
+        timings = samples[(relay, sink)]
+        if timings:
+            totals = [timing.total for timing in timings]
+            data[relay] = {
+                "median_s": median(totals),
+                "p90_s": p90(totals),
+                "writer_median_s": median([timing.writer for timing in timings]),
+                "n": len(totals),
+            }
+    return data
+
+
+def _writer_note(samples: Samples, sink: str) -> str:
+    """When the reader got the last byte long after the child finished, say so."""
+    timings = samples[("supervisor", sink)]
+    if sink != "pipe" or not timings:
+        return ""
+    total = median([timing.total for timing in timings])
+    writer = median([timing.writer for timing in timings])
+    return f"; child done in {_fmt_s(writer)}" if total > 1.5 * writer else ""

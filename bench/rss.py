@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from typing import Optional
 
 from common import (
+    PYTHON,
     Context,
     Row,
     free_port,
@@ -55,6 +56,12 @@ def _sleeping(ctx: Context, settle: float) -> Row:
             ).pid
             for tool, prefix in _wrappers(ctx).items()
         }
+        # The floor for anything written in Python on this machine (site, .pth files).
+        pids["bare python3"] = stack.enter_context(
+            spawn([PYTHON, "-c", "import time; time.sleep(120)"], ctx.env,
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+        ).pid
         time.sleep(settle)
         figures = {tool: _memory(pid) for tool, pid in pids.items()}
     return _row(ctx, name, figures)

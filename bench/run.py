@@ -22,15 +22,15 @@ from typing import Callable, Optional, Sequence
 # Run as a script: the bench's modules sit next to this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import health  # noqa: E402
-import memory_sampling  # noqa: E402
-import relay  # noqa: E402
-import rss  # noqa: E402
-import sentry  # noqa: E402
-import sigterm  # noqa: E402
-import startup  # noqa: E402
-from common import Context, Row, Verdict  # noqa: E402
+import common
+import health
+import memory_sampling
+import relay
+import rss
+import sentry
+import sigterm
+import startup
+from common import Context, Row, Verdict
 
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "startup": startup.run,
