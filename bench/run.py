@@ -59,6 +59,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      f"known: {', '.join(BENCHMARKS)}")
 
     began = time.monotonic()
+    # As `pip install` of a wheel does: cached bytecode. An editable install
+    # under PYTHONDONTWRITEBYTECODE would recompile the package at every start.
+    import compileall
+
+    import supervisor
+
+    compileall.compile_dir(str(Path(supervisor.__file__).parent), quiet=1)
     with common.context(args.quick) as ctx:
         machine = _machine(ctx)
         for key, value in machine.items():

@@ -67,6 +67,8 @@ STUB_LINGER_S = 0.2
 # uvicorn's own lines, for platforms where /proc cannot tell readiness.
 READY_LOG_MARKERS = (b"Application startup complete", b"Uvicorn running on")
 TERMINATION_STATUS_EVERY_S = 10.0
+# After the spawn, the loop first serves the stub; memory and readiness start then.
+WATCH_DELAY_S = 0.01
 
 
 class Phase(enum.Enum):
@@ -209,7 +211,8 @@ class Supervisor:
         if not become_subreaper():
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         self._schedule_reap()
-        self._start_watching()
+        # Answer health checks first: the watchers' imports (about 10 ms) can wait.
+        self.reactor.call_later(WATCH_DELAY_S, self._start_watching)
         self._start_health_check()
 
         while self.reaped is None:
@@ -219,6 +222,9 @@ class Supervisor:
             relay.drain()
         self._stop_health_check()
         exit = ExitStatus.from_wait_status(self.reaped.wait_status)
+        if self.memory is None:
+            # It ended before the watchers started: wait4's figures still count.
+            self.memory = self._create_memory_watcher()
         facts = None
         if self.memory is not None:
             facts = self.memory.finish(self.reaped.max_rss_bytes,
@@ -356,15 +362,23 @@ class Supervisor:
         )
         self.stub.start()
 
-    def _start_watching(self) -> None:
+    def _create_memory_watcher(self) -> MemoryWatcher:
         assert self.pid is not None
-        from .memory import MemoryWatcher, TerminationLog
+        from .memory import MemoryWatcher
 
-        self.memory = MemoryWatcher(
+        watcher = MemoryWatcher(
             self.config.memory_interval_s, self.config.memory_warn, clock=self.reactor.clock,
             cgroup=self.cgroup.memory if self.cgroup is not None else None,
         )
-        self.memory.start(self.pid, self.started_mono)
+        watcher.start(self.pid, self.started_mono)
+        return watcher
+
+    def _start_watching(self) -> None:
+        if self.pid is None or self.reaped is not None:
+            return
+        from .memory import TerminationLog
+
+        self.memory = self._create_memory_watcher()
         self.reactor.call_later(self.config.memory_interval_s, self._sample_memory)
         self.termination_log = TerminationLog(self.config.termination_log)
         if self.termination_log is not None and self.termination_log.enabled:
@@ -438,16 +452,26 @@ class Supervisor:
             self._write_termination_status()
 
     def _check_app_health_path(self, address: tuple[str, int]) -> None:
-        """After hand-off the platform asks the app itself: does it know the path?"""
-        import httpx
+        """After hand-off the platform asks the app itself: does it know the path?
+
+        One plain HTTP/1.1 request over a socket: an HTTP client library would
+        add more to the supervisor's memory than everything else it holds.
+        """
+        import socket
 
         host, port = address
-        url_host = f"[{host}]" if ":" in host else host
-        url = f"http://{url_host}:{port}{self.config.health_path}"
+        request = (
+            f"GET {self.config.health_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "User-Agent: supervisor\r\nConnection: close\r\n\r\n"
+        ).encode("ascii", "replace")
         try:
-            status = httpx.get(url, timeout=5.0).status_code
-        except httpx.HTTPError:
+            with socket.create_connection((host, port), timeout=5.0) as connection:
+                connection.sendall(request)
+                status_line = connection.recv(64).split(b"\r\n", 1)[0]
+        except OSError:
             return
+        parts = status_line.split()
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
         if status == 404:
             message = (
                 f"the app answers 404 on {self.config.health_path}: the platform's health "
@@ -500,11 +524,15 @@ class Supervisor:
         if signum == signal.SIGCHLD:
             self._reap()
             return
+        # Forward first, account after: the child's latency is what counts.
+        alive = self.pid is not None and self.reaped is None
+        if alive:
+            assert self.pid is not None
+            send_signal(self.pid, signum, group=self.config.kill_group)
         at_s = round(self.reactor.clock() - self.started_mono, 3)
         self.signals.append((signal_name(signum), at_s))
-        if self.pid is None or self.reaped is not None:
+        if not alive:
             return
-        send_signal(self.pid, signum, group=self.config.kill_group)
         if signum in STOP_SIGNALS and self.stop_signal is None:
             self.stop_signal = signum
             self.phase = Phase.STOPPING

@@ -17,8 +17,13 @@ SECRET_NAME = re.compile(
 MASK = "[redacted]"
 # Shorter values ("1", "true") would mask unrelated text everywhere.
 MIN_SECRET_LENGTH = 4
-# user:password@ in URLs, whatever variable they came from.
-URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@")
+# user:password@ in URLs, whatever variable they came from. Every repetition is
+# bounded and the scheme cannot start inside a word: a 100 MB line of letters
+# must cost linear time, not quadratic.
+URL_CREDENTIALS = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)"
+    r"[^/\s:@]{1,256}(:[^/\s@]{0,256})?@"
+)
 
 
 class Redactor:
@@ -35,6 +40,8 @@ class Redactor:
     def text(self, text: str) -> str:
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
+        if "://" not in text:
+            return text
         return URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
