@@ -118,8 +118,12 @@ def classify(ending: Ending) -> Outcome:
     if parsed is not None:
         return Outcome(Cause.PYTHON_EXCEPTION, parsed.summary(), exit.status, traceback=parsed)
     last = _last_line(tail)
-    if _ADDRESS_IN_USE.search(tail):
-        return Outcome(Cause.PORT_IN_USE, last or "address already in use", exit.status)
+    in_use = _ADDRESS_IN_USE.search(tail)
+    if in_use:
+        start = tail.rfind("\n", 0, in_use.start()) + 1
+        end = tail.find("\n", in_use.end())
+        line = tail[start : end if end >= 0 else len(tail)].strip()[:300]
+        return Outcome(Cause.PORT_IN_USE, line or "address already in use", exit.status)
     summary = f"exited with code {exit.code}" + (f": {last}" if last else "")
     return Outcome(Cause.EXIT_CODE, summary, exit.status)
 

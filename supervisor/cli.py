@@ -240,10 +240,19 @@ def help_text() -> str:
         "",
         "options (each also read from the variable shown; the flag wins):",
     ]
+    import textwrap  # only for --help
+
+    indent = " " * 29
     for option in OPTIONS:
         head = f"  {option.flag} {option.metavar}".rstrip()
-        lines.append(f"{head:<28} {option.help}")
-        lines.append(f"{'':<28} [{option.env}]")
+        text = f"{option.help} [{option.env}]"
+        wrapped = textwrap.wrap(text, width=100, initial_indent=indent, subsequent_indent=indent)
+        first = wrapped[0][len(indent):]
+        if len(head) < 28:
+            lines.append(f"{head:<28} {first}")
+        else:
+            lines += [head, indent + first]
+        lines += wrapped[1:]
     lines += [
         f"  {'-h, --help':<26} show this help and exit",
         f"  {'--version':<26} show the version and exit",

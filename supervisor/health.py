@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import enum
 import errno
-import json
-import re
+import os
 import socket
-from typing import Callable, NamedTuple, Optional
 
 from supervisor.listener import bind_listener, loopback_address
-from supervisor.reactor import Reactor, Timer
+from supervisor.values import frozen
+
+# The stub must answer within milliseconds of the child's spawn: no ``re``,
+# ``json`` or ``typing`` at run time (together about 8 ms to import).
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from supervisor.reactor import Reactor, Timer
 
 __all__ = ["HealthStub", "StubPhase", "bind_listener", "loopback_address"]
 
@@ -63,10 +69,12 @@ _REASONS = {
     505: "HTTP Version Not Supported",
 }
 
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# RFC 9110 token characters; visible ASCII for a request target; what a
+# field value may hold (tab, visible ASCII, obs-text). ``bytes.translate`` with
+# these as the deleted set checks a whole field in C.
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VISIBLE = bytes(range(0x21, 0x7F))
+_VALUE_CHARS = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _AGAIN = (BlockingIOError, InterruptedError)
 
 
@@ -91,7 +99,49 @@ class _State(enum.Enum):
     PUMP = "pump"  # handed to the app: bytes copied both ways
 
 
-class _Request(NamedTuple):
+def _is_token(data: bytes) -> bool:
+    return bool(data) and not data.translate(None, _TOKEN_CHARS)
+
+
+def _head_end(buffer: bytearray, limit: int) -> Optional[tuple[int, int]]:
+    """Where the blank line ending a request head starts and ends (``\r?\n\r?\n``)."""
+    view = bytes(buffer[:limit])
+    newline = view.find(b"\n")
+    while newline != -1:
+        after = newline + 1
+        if view[after : after + 1] == b"\n":
+            end = after + 1
+        elif view[after : after + 2] == b"\r\n":
+            end = after + 2
+        else:
+            newline = view.find(b"\n", after)
+            continue
+        start = newline - 1 if newline > 0 and view[newline - 1] == 0x0D else newline
+        return start, end
+    return None
+
+
+def _request_line(line: bytes) -> Optional[tuple[bytes, bytes, bytes, bytes]]:
+    """``METHOD SP TARGET SP HTTP/D.D``: (method, target, major, minor), or None."""
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if not _is_token(method) or not target or target.translate(None, _VISIBLE):
+        return None
+    if (
+        len(version) != 8
+        or not version.startswith(b"HTTP/")
+        or version[6:7] != b"."
+        or not version[5:6].isdigit()
+        or not version[7:8].isdigit()
+    ):
+        return None
+    return method, target, version[5:6], version[7:8]
+
+
+@frozen
+class _Request:
     """One parsed request head (only what the stub acts on)."""
 
     method: bytes
@@ -102,7 +152,8 @@ class _Request(NamedTuple):
     chunked: bool
 
 
-class _Reject(NamedTuple):
+@frozen
+class _Reject:
     """A request the stub refuses to parse further, with the status it gets."""
 
     status: int
@@ -111,10 +162,10 @@ class _Reject(NamedTuple):
 def _parse_head(head: bytes) -> _Request | _Reject:
     """Parse a request head (request line and header lines, without the blank line)."""
     lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
-    first = _REQUEST_LINE.fullmatch(lines[0])
+    first = _request_line(lines[0])
     if first is None:
         return _Reject(400)
-    method, target, major, minor = first.groups()
+    method, target, major, minor = first
     if major != b"1":
         return _Reject(505)
     http11 = minor != b"0"
@@ -122,13 +173,13 @@ def _parse_head(head: bytes) -> _Request | _Reject:
     lengths: set[bytes] = set()
     codings: list[bytes] = []
     for line in lines[1:]:
-        header = _HEADER_LINE.fullmatch(line)
+        raw_name, colon, raw_value = line.partition(b":")
+        value = raw_value.strip(b" \t")
         # Obsolete line folding and whitespace before the colon are refused: both
         # are classic request-smuggling vectors.
-        if header is None or _BAD_VALUE.search(header.group(2)) is not None:
+        if not colon or not _is_token(raw_name) or value.translate(None, _VALUE_CHARS):
             return _Reject(400)
-        name = header.group(1).lower()
-        value = header.group(2)
+        name = raw_name.lower()
         if name == b"connection":
             connection.update(token.strip().lower() for token in value.split(b","))
         elif name == b"content-length":
@@ -158,6 +209,19 @@ def _path_of(target: bytes) -> str:
     return text.split("?", 1)[0].split("#", 1)[0]
 
 
+def _json_object(payload: dict[str, str]) -> bytes:
+    """A flat JSON object of strings, as ``json.dumps`` would write it compactly."""
+
+    def quote(text: str) -> str:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + "".join(
+            c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped
+        ) + '"'
+
+    inner = ",".join(f"{quote(key)}:{quote(value)}" for key, value in payload.items())
+    return ("{" + inner + "}").encode("utf-8")
+
+
 def _response(
     status: int,
     payload: dict[str, str],
@@ -168,7 +232,7 @@ def _response(
     retry_after: bool = False,
     allow: bool = False,
 ) -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+    body = _json_object(payload) + b"\n"
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
         "Content-Type: application/json",
@@ -269,6 +333,7 @@ class HealthStub:
         hold_timeout_s: float = 30.0,
         idle_timeout_s: float = 10.0,
         log: Callable[[str], None] = lambda s: None,
+        on_app_accepts: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._listener = listener
@@ -282,6 +347,7 @@ class HealthStub:
         self._hold_timeout_s = hold_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._log = log
+        self._on_app_accepts = on_app_accepts
         self._phase = StubPhase.STARTING
         self._cause = ""
         self._app_address: Optional[tuple[object, ...]] = None
@@ -375,6 +441,15 @@ class HealthStub:
         self._accepting = want
 
     def _on_accept(self) -> None:
+        if os.get_blocking(self._listener_fd):
+            # O_NONBLOCK belongs to the open file description, which the child
+            # shares: a child that cleared it accepts there itself, and an
+            # accept() here could block the whole loop (signals, timeouts).
+            if self._phase is StubPhase.ENDED:
+                os.set_blocking(self._listener_fd, False)  # the child is gone
+            else:
+                self._on_app_accepts()
+                return
         for _ in range(ACCEPT_BATCH):
             if len(self._connections) >= self._max_connections:
                 break
@@ -633,17 +708,17 @@ class HealthStub:
                 del conn.inbuf[: 1 if conn.inbuf[:1] == b"\n" else 2]
             if not conn.inbuf:
                 return
-            end = _HEAD_END.search(conn.inbuf, 0, MAX_HEAD_BYTES + 4)
+            end = _head_end(conn.inbuf, MAX_HEAD_BYTES + 4)
             if end is None:
                 if len(conn.inbuf) > MAX_HEAD_BYTES:
                     status = 431 if b"\n" in conn.inbuf[:MAX_HEAD_BYTES] else 414
                     self._finish(conn, _response(status, {"status": "rejected"}))
                 return
-            parsed = _parse_head(bytes(conn.inbuf[: end.start()]))
+            parsed = _parse_head(bytes(conn.inbuf[: end[0]]))
             if isinstance(parsed, _Reject):
                 self._finish(conn, _response(parsed.status, {"status": "rejected"}))
                 return
-            self._answer(conn, parsed, end.end())
+            self._answer(conn, parsed, end[1])
 
     def _answer(self, conn: _Connection, request: _Request, head_end: int) -> None:
         """Answer, hold or refuse one request whose head ends at ``head_end``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import sys
 import time
 
 from .child import ChildSpec, ExecFailure, ExitStatus, child_environment, enlarge_pipe, spawn
@@ -208,7 +209,12 @@ class Supervisor:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
-        if not become_subreaper():
+        if not sys.platform.startswith("linux"):
+            self.log.info(
+                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
+                "readiness from uvicorn's log lines"
+            )
+        elif not become_subreaper():
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         self._schedule_reap()
         # Answer health checks first: the watchers' imports (about 10 ms) can wait.
@@ -359,6 +365,7 @@ class Supervisor:
             hold_early_requests=hold and self.plan.mode is not HandoffMode.PORT,
             hold_timeout_s=min(30.0, self.config.startup_timeout_s),
             log=self.log.warning,
+            on_app_accepts=self._on_app_accepts,
         )
         self.stub.start()
 
@@ -425,7 +432,25 @@ class Supervisor:
         except OSError:
             self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
             return
+        from .readiness import (
+            descendants,
+            listening_inodes,
+            owns_socket,
+            proc_readiness_supported,
+        )
+
+        # Someone listens there; ready only if it is the child or one of its workers.
+        if self.pid is not None and proc_readiness_supported():
+            inodes = listening_inodes(self.plan.app_port)
+            if not owns_socket(descendants(self.pid), inodes):
+                self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
+                return
         self._on_ready()
+
+    def _on_app_accepts(self) -> None:
+        """The child made the shared socket blocking: it accepts on it, so it is ready."""
+        if self.phase is Phase.STARTING and self.reaped is None:
+            self._on_ready()
 
     def _watch_log_for_readiness(self, chunk: bytes) -> None:
         if self.phase is Phase.STARTING and any(m in chunk for m in READY_LOG_MARKERS):
@@ -665,13 +690,23 @@ class Supervisor:
             self.termination_log.write_final(f"{report.cause}: {report.summary}")
         if self.stub is not None:
             stub = self.stub
-            self._run_loop_until(lambda: stub.connection_count == 0,
+            self._run_loop_until(lambda: self._stub_idle(stub),
                                  self.reactor.clock() + STUB_LINGER_S)
             stub.close()
         deadline = time.monotonic() + FINAL_FLUSH_S
         for sink in self.sinks:
             sink.flush(deadline)
         return outcome.status
+
+    def _stub_idle(self, stub: HealthStub) -> bool:
+        """No open connection and none waiting in the listener's backlog."""
+        if stub.connection_count or self.listener is None:
+            return stub.connection_count == 0
+        import select
+
+        poller = select.poll()
+        poller.register(self.listener.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def _build_report(
         self, outcome: Outcome, exit: Optional[ExitStatus], memory: Optional[MemoryFacts]

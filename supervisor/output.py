@@ -47,6 +47,12 @@ def _nonblocking_writer(fd: int) -> tuple[int, Callable[[memoryview], int]]:
         except OSError:
             pass
         else:
+            if stat.S_ISFIFO(mode):
+                # A larger pipe to the log collector: fewer wake-ups for both
+                # sides when the app writes fast (the kernel caps the size).
+                from .child import enlarge_pipe
+
+                enlarge_pipe(new_fd)
             return new_fd, lambda data: os.write(new_fd, data)
     if stat.S_ISSOCK(mode):
         import socket

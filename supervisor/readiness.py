@@ -137,3 +137,34 @@ def proc_readiness_supported() -> bool:
                 epoll.close()
     except OSError:
         return False
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets in LISTEN state on ``port`` (any address)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = _read(table) or ""
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            # fields[1] is "ADDR:PORT" in hex; state 0A is LISTEN; fields[9] the inode.
+            listening = len(fields) > 9 and fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def owns_socket(pids: Iterable[int], inodes: set[int]) -> bool:
+    """True when one of ``pids`` has an fd on one of the socket ``inodes``."""
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return True
+            except OSError:
+                continue
+    return False

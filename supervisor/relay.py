@@ -8,10 +8,14 @@ Must not know: what the bytes mean (``tracebacks`` parses the tail).
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
 
 from .output import Sink
-from .reactor import Reactor, Timer
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .reactor import Reactor, Timer
 
 READ_SIZE = 1 << 20
 # A read shorter than this means the child writes in small pieces: wait a

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from sentry_relay.processing import StoreNormalizer
 
-from .conftest import PYTHON, Run, child, supervisor_lines
+from .conftest import PYTHON, Run, child, free_port, supervisor_lines
 from .sentry_receiver import Receiver, refused_dsn
 
 SENTRY_ENV = {"SENTRY_RELEASE": "shop@1.2.3", "SENTRY_ENVIRONMENT": "staging"}
@@ -159,3 +159,42 @@ def test_a_malformed_sentry_dsn_flag_is_a_usage_error(supervise: Callable[..., R
     code, _, err = supervise("--sentry-dsn", "nope", "true").finish()
     assert code == 2
     assert "--sentry-dsn" in err.decode()
+
+
+CRASHES = {
+    # name: (command after the supervisor's options, expected cause, exception type)
+    "missing_env_var": ([PYTHON, "-c", "import os\nURL = os.environ['DATABASE_URL']"],
+                        "python_exception", "KeyError"),
+    "exit_3": ([PYTHON, child("exit_with.py"), "3"], "exit_code", "NonZeroExit"),
+    "segfault": ([PYTHON, child("segfault.py")], "fatal_signal", None),
+    "abort": ([PYTHON, "-c", "import os\ndef give_up():\n    os.abort()\ngive_up()"],
+              "fatal_signal", None),
+    "exec_failure": (["no-such-command-for-sentry"], "exec_failed", "ExecFailed"),
+    "startup_timeout": (["--startup-timeout", "1s", PYTHON, "-m", "uvicorn", "--app-dir",
+                         str(Path(child("e2e_hang.py")).parent), "e2e_hang:app",
+                         "--host", "127.0.0.1", "--port", "{port}"],
+                        "startup_timeout", "StartupTimeout"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRASHES))
+def test_every_crash_cause_sends_one_valid_fatal_event(
+    supervise: Callable[..., Run], name: str
+) -> None:
+    template, cause, exception_type = CRASHES[name]
+    port = str(free_port())
+    command = [arg.replace("{port}", port) for arg in template]
+    with Receiver() as receiver:
+        code, _, _ = supervise("--sentry-dsn", receiver.dsn, *command,
+                               env=SENTRY_ENV).finish(timeout=60)
+        envelopes = receiver.wait_for(1)
+    assert code != 0
+    assert len(envelopes) == 1
+    event = envelopes[0].event()
+    assert_valid_protocol(event)
+    assert event["level"] == "fatal"
+    assert event["tags"]["cause"] == cause
+    values = event["exception"]["values"]
+    if exception_type is not None:
+        assert values[-1]["type"] == exception_type
+    assert event["fingerprint"][:2] == ["supervisor", cause]
