@@ -117,6 +117,28 @@ def _option_values(argv: Sequence[str], name: str) -> list[str]:
     return values
 
 
+def bind_address(argv: Sequence[str]) -> tuple[Optional[str], Optional[int]]:
+    """The first TCP ``-b/--bind HOST:PORT`` of a gunicorn or hypercorn command.
+
+    Both take the socket from ``LISTEN_FDS`` instead of binding it, so the
+    supervisor must bind what they were told to. ``unix:``/``fd://`` binds
+    name no TCP address.
+    """
+    values = _option_values(argv, "--bind") + _option_values(argv, "-b")
+    values += [arg[2:] for arg in argv if arg.startswith("-b") and len(arg) > 2 and
+               not arg.startswith("-b=")]
+    for value in values:
+        if value.startswith(("unix:", "fd://")):
+            continue
+        host, colon, port = value.rpartition(":")
+        if not colon:
+            host, port = value, "8000"
+        host = host.strip("[]") or None
+        if port.isdigit() and int(port) <= 65535:
+            return host, int(port)
+    return None, None
+
+
 def uvicorn_address(argv: Sequence[str]) -> tuple[Optional[str], Optional[int]]:
     """The ``--host`` and ``--port`` a uvicorn command names (the last one wins, as in click).
 
@@ -275,7 +297,12 @@ def plan_handoff(
     The public address is ``--host/--port``, else the uvicorn command's own,
     else ``$PORT`` (as Cloud Run and Heroku set it), else 0.0.0.0:8000.
     """
-    command_host, command_port = uvicorn_address(argv) if is_uvicorn(argv) else (None, None)
+    if is_uvicorn(argv):
+        command_host, command_port = uvicorn_address(argv)
+    elif _program(argv) in _SYSTEMD_SERVERS:
+        command_host, command_port = bind_address(argv)
+    else:
+        command_host, command_port = None, None
     public_host = host or command_host or DEFAULT_HOST
     public_port = port or command_port or _port_from_env(environ) or DEFAULT_PORT
     if requested == "none":

@@ -355,6 +355,7 @@ class HealthStub:
         self._held = 0
         self._accepting = False
         self._started = False
+        self._paused = False
         self._backoff: Optional[Timer] = None
 
     # -- the loop's interface ----------------------------------------------
@@ -391,6 +392,15 @@ class HealthStub:
                 self._guard(conn, self._start_pump)
             elif conn.state is _State.OPEN:
                 self._guard(conn, self._flush)
+
+    def pause_accepting(self, paused: bool) -> None:
+        """Leave new connections to whoever else accepts on the socket, for a moment.
+
+        Open connections are still served. The loop uses it to see whether
+        the app accepts (its readiness when /proc shows no epoll registration).
+        """
+        self._paused = paused
+        self._update_accepting()
 
     def mark_serving(self) -> None:
         """The app (on its own port) is ready: health and ready paths answer 200."""
@@ -430,6 +440,7 @@ class HealthStub:
     def _update_accepting(self) -> None:
         want = (
             self._started
+            and not self._paused
             and self._phase is not StubPhase.READY
             and len(self._connections) < self._max_connections
             and self._backoff is None

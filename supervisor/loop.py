@@ -65,6 +65,12 @@ PORT_POLL_S = 0.05
 ABORT_GRACE_S = 2.0
 # After the child ended, answer what waits in the backlog for at most this long.
 STUB_LINGER_S = 0.2
+# A server that waits with poll/select (gunicorn's sync workers) never shows the
+# socket in an epoll set: then, every so often, the stub steps aside and the
+# supervisor connects to see whether the app accepts the connection.
+ACCEPT_PROBE_EVERY_S = 1.0
+ACCEPT_PROBE_WAIT_S = 0.2
+ACCEPT_PROBE_STEP_S = 0.01
 # uvicorn's own lines, for platforms where /proc cannot tell readiness.
 READY_LOG_MARKERS = (b"Application startup complete", b"Uvicorn running on")
 TERMINATION_STATUS_EVERY_S = 10.0
@@ -403,6 +409,7 @@ class Supervisor:
             self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
         elif proc_readiness_supported():
             self.reactor.call_later(READINESS_POLL_S, self._poll_readiness)
+            self.reactor.call_later(ACCEPT_PROBE_EVERY_S, self._start_accept_probe)
         else:
             self.log.info("readiness: /proc cannot tell here; using uvicorn's log lines")
             self.relays[0].on_chunk = self._watch_log_for_readiness
@@ -446,6 +453,43 @@ class Supervisor:
                 self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
                 return
         self._on_ready()
+
+    def _start_accept_probe(self) -> None:
+        """Pause the stub, connect, and watch whether the app accepts the connection."""
+        if self.phase is not Phase.STARTING or self.reaped is not None:
+            return
+        assert self.stub is not None and self.listener is not None
+        import socket
+
+        from .readiness import server_side_inode
+
+        stub = self.stub
+        host, port = loopback_address(self.listener)
+        stub.pause_accepting(True)
+        try:
+            probe = socket.create_connection((host, port), timeout=0.05)
+        except OSError:
+            stub.pause_accepting(False)
+            self.reactor.call_later(ACCEPT_PROBE_EVERY_S, self._start_accept_probe)
+            return
+        client_port = probe.getsockname()[1]
+        deadline = self.reactor.clock() + ACCEPT_PROBE_WAIT_S
+
+        def check() -> None:
+            # With the stub paused, only the child (or its workers) can accept it.
+            accepted = bool(server_side_inode(port, client_port))
+            starting = self.phase is Phase.STARTING and self.reaped is None
+            if starting and not accepted and self.reactor.clock() < deadline:
+                self.reactor.call_later(ACCEPT_PROBE_STEP_S, check)
+                return
+            probe.close()
+            stub.pause_accepting(False)
+            if starting and accepted:
+                self._on_ready()
+            elif starting:
+                self.reactor.call_later(ACCEPT_PROBE_EVERY_S, self._start_accept_probe)
+
+        self.reactor.call_later(ACCEPT_PROBE_STEP_S, check)
 
     def _on_app_accepts(self) -> None:
         """The child made the shared socket blocking: it accepts on it, so it is ready."""

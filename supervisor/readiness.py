@@ -168,3 +168,22 @@ def owns_socket(pids: Iterable[int], inodes: set[int]) -> bool:
             except OSError:
                 continue
     return False
+
+
+def server_side_inode(listen_port: int, client_port: int) -> Optional[int]:
+    """The inode of the server's end of a loopback connection to ``listen_port``.
+
+    0 while the connection waits in the accept queue (no socket file exists
+    until someone accepts it), None when there is no such connection.
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = _read(table) or ""
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) <= 9:
+                continue
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == listen_port and int(remote, 16) == client_port:
+                return int(fields[9])
+    return None
+

@@ -238,3 +238,27 @@ def test_systemd_fork_exec_with_resolved_pid() -> None:
         os.killpg(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "address"),
+    [
+        (["gunicorn", "-b", "127.0.0.1:8133", "app:app"], ("127.0.0.1", 8133)),
+        (["gunicorn", "--bind=0.0.0.0:9000", "app:app"], ("0.0.0.0", 9000)),
+        (["gunicorn", "-b0.0.0.0:9001", "app:app"], ("0.0.0.0", 9001)),
+        (["hypercorn", "--bind", "[::1]:9002", "app:app"], ("::1", 9002)),
+        (["gunicorn", "-b", "unix:/run/app.sock", "-b", "127.0.0.1:9003", "a:b"],
+         ("127.0.0.1", 9003)),
+        (["gunicorn", "app:app"], (None, None)),
+    ],
+)
+def test_gunicorn_and_hypercorn_binds_are_the_address_the_supervisor_binds(
+    argv: list[str], address: tuple[object, object]
+) -> None:
+    from supervisor.handoff import bind_address, plan_handoff
+
+    assert bind_address(argv) == address
+    plan = plan_handoff("auto", argv, None, None, None, {})
+    assert plan.mode is HandoffMode.SYSTEMD
+    expected = (address[0] or "0.0.0.0", address[1] or 8000)
+    assert plan.stub_address == expected
