@@ -133,9 +133,8 @@ def bind_address(argv: Sequence[str]) -> tuple[Optional[str], Optional[int]]:
         host, colon, port = value.rpartition(":")
         if not colon:
             host, port = value, "8000"
-        host = host.strip("[]") or None
         if port.isdigit() and int(port) <= 65535:
-            return host, int(port)
+            return host.strip("[]") or None, int(port)
     return None, None
 
 
