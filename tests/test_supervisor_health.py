@@ -65,8 +65,10 @@ class Answer:
         return isinstance(payload, dict) and payload.get("app") is True
 
 
-def parse_answer(data: bytes) -> Answer:
-    head, _, body = data.partition(b"\r\n\r\n")
+def parse_answer(data: bytes, head_only: bool = False) -> Answer:
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        raise ConnectionResetError(f"answer cut off in its head after {len(data)} bytes")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = {}
@@ -74,7 +76,11 @@ def parse_answer(data: bytes) -> Answer:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if "content-length" in headers:
-        body = body[: int(headers["content-length"])]
+        length = int(headers["content-length"])
+        if len(body) < length and not head_only:
+            # The server died mid-answer: for the client, as good as a reset.
+            raise ConnectionResetError(f"answer cut off after {len(body)} of {length} bytes")
+        body = body[:length]
     return Answer(status, headers, body)
 
 
@@ -91,7 +97,7 @@ def get(port: int, path: str, timeout: float = 5.0, method: str = "GET") -> Answ
             if not data:
                 break
             chunks.append(data)
-    return parse_answer(b"".join(chunks))
+    return parse_answer(b"".join(chunks), head_only=method == "HEAD")
 
 
 def first_answer(port: int, path: str, deadline_s: float = 5.0) -> tuple[Answer, float]:
@@ -137,7 +143,7 @@ def keep_alive_p50_ms(port: int, requests: int = 50) -> float:
                 chunk = sock.recv(65536)
                 assert chunk, "the server closed a keep-alive connection"
                 data += chunk
-            answer = parse_answer(data)
+            answer = parse_answer(data, head_only=True)  # the body is read below
             length = int(answer.headers["content-length"])
             body = data.partition(b"\r\n\r\n")[2]
             while len(body) < length:
@@ -224,6 +230,8 @@ def test_stub_answers_healthz_at_once_and_the_app_every_path_after_readiness(
     assert first.json() == STARTING
     assert elapsed_ms < 300.0
 
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     wait_app_answers(port)
     for path in ("/healthz", "/", "/api/items?page=2", "/ready"):
         answer = get(port, path)
@@ -363,6 +371,8 @@ def test_connections_waiting_in_the_backlog_when_the_child_dies_are_answered(
 ) -> None:
     port = free_port()
     run = supervise("--", *uvicorn("e2e_slow_import", port), env=app_env(0))
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     wait_app_answers(port)
     server = the_child(run)
     server.suspend()  # it stops accepting: new connections wait in the backlog
@@ -443,6 +453,8 @@ def test_readiness_with_two_uvicorn_workers(supervise: Supervise, tmp_path: Path
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port, "--workers", "2"), env=app_env(1))
     assert first_answer(port, "/healthz")[0].json() == STARTING
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     wait_app_answers(port)
     master = the_child(run)
     workers = {process.pid for process in master.children()}
@@ -469,6 +481,8 @@ def test_starting_status_503_until_the_app_answers(supervise: Supervise) -> None
     assert stub.json() == STARTING
     head = get(port, "/healthz", method="HEAD")
     assert head.status == 503 and head.body == b""
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     answer = wait_app_answers(port)
     assert answer.status == 200
     run.signal(signal.SIGTERM)
@@ -483,6 +497,8 @@ def test_ready_path_is_503_until_ready_then_the_apps(supervise: Supervise) -> No
     ready = get(port, "/ready")
     assert health.status == 200 and health.json() == STARTING
     assert ready.status == 503 and ready.json() == STARTING
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     answer = wait_app_answers(port, "/ready")
     assert answer.status == 200
     assert answer.json()["path"] == "/ready"
@@ -501,6 +517,8 @@ def test_systemd_protocol_server_answers_on_the_public_port(
     run = supervise("--report-file", str(report), "--handoff", "systemd", "--host", HOST,
                     "--port", str(port), "--", PYTHON, child("e2e_systemd.py"))
     server = the_child(run)
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     answer = wait_app_answers(port, "/anything")
     facts = answer.json()
     assert facts["pid"] == server.pid
@@ -665,6 +683,8 @@ def test_keep_alive_latency_through_the_handed_off_socket_equals_bare_uvicorn(
                 str(plain.fileno()), "--no-access-log"]
         start_bare(bare_servers, argv, pass_fds=(plain.fileno(),))
     for port in (ours_port, bare_port, trap_port):
+        # The app may answer a moment before the supervisor sees it ready.
+        run.wait_for_stderr("ready after", timeout=15)
         wait_app_answers(port, "/")
     keep_alive_p50_ms(ours_port, 10)  # warm up both
     keep_alive_p50_ms(bare_port, 10)
@@ -689,6 +709,8 @@ def test_crash_after_readiness_is_reported_in_phase_running(
     report = tmp_path / "report.json"
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(0))
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     wait_app_answers(port)
     with pytest.raises((ConnectionResetError, IndexError, ValueError)):
         get(port, "/crash")  # the app exits 7 while answering
@@ -708,6 +730,8 @@ def test_sigterm_after_readiness_is_stopped_in_phase_stopping(
     report = tmp_path / "report.json"
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(0))
+    # The app may answer a moment before the supervisor sees it ready.
+    run.wait_for_stderr("ready after", timeout=15)
     wait_app_answers(port)
     run.signal(signal.SIGTERM)
     status, _, _ = run.finish()
