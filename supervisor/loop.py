@@ -215,13 +215,6 @@ class Supervisor:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
-        if not sys.platform.startswith("linux"):
-            self.log.info(
-                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
-                "readiness from uvicorn's log lines"
-            )
-        elif not become_subreaper():
-            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         self._schedule_reap()
         # Answer health checks first: the watchers' imports (about 10 ms) can wait.
         self.reactor.call_later(WATCH_DELAY_S, self._start_watching)
@@ -389,6 +382,15 @@ class Supervisor:
     def _start_watching(self) -> None:
         if self.pid is None or self.reaped is not None:
             return
+        # Here, not before the stub's first answers: ctypes costs a few ms.
+        # The child has only just exec'd; it has orphaned nothing yet.
+        if not sys.platform.startswith("linux"):
+            self.log.info(
+                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
+                "readiness from uvicorn's log lines"
+            )
+        elif not become_subreaper():
+            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         from .memory import TerminationLog
 
         self.memory = self._create_memory_watcher()

@@ -225,9 +225,9 @@ class _Mount:
         return self.fstype == "cgroup" and "memory" in self.super_options
 
 
-def _parse_membership(text: str) -> tuple[Optional[str], Optional[str]]:
-    """(v1 memory path, v2 path) from /proc/<pid>/cgroup lines "id:controllers:path"."""
-    v1: Optional[str] = None
+def parse_membership(text: str) -> tuple[dict[str, str], Optional[str]]:
+    """({v1 controller: group path}, v2 group path) from /proc/<pid>/cgroup lines."""
+    v1: dict[str, str] = {}
     v2: Optional[str] = None
     for line in text.splitlines():
         parts = line.split(":", 2)
@@ -236,9 +236,16 @@ def _parse_membership(text: str) -> tuple[Optional[str], Optional[str]]:
         hierarchy, controllers, path = parts
         if hierarchy == "0" and controllers == "":
             v2 = path
-        elif "memory" in controllers.split(","):
-            v1 = path
+            continue
+        for controller in controllers.split(","):
+            v1[controller] = path
     return v1, v2
+
+
+def _parse_membership(text: str) -> tuple[Optional[str], Optional[str]]:
+    """(v1 memory path, v2 path) from /proc/<pid>/cgroup lines "id:controllers:path"."""
+    v1, v2 = parse_membership(text)
+    return v1.get("memory"), v2
 
 
 def _unescape(field: str) -> str:

@@ -274,24 +274,14 @@ class _Placement:
 
 def _own_groups(proc: str = "/proc") -> tuple[dict[str, str], Optional[str]]:
     """({v1 controller: group path}, v2 group path) of this process, from /proc/self/cgroup."""
-    v1: dict[str, str] = {}
-    v2: Optional[str] = None
     try:
         with open(os.path.join(proc, "self", "cgroup")) as f:
             text = f.read()
     except OSError:
-        return v1, v2
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hierarchy, controllers, path = parts
-        if hierarchy == "0" and controllers == "":
-            v2 = path
-            continue
-        for controller in controllers.split(","):
-            v1[controller] = path
-    return v1, v2
+        return {}, None
+    from .memory import parse_membership
+
+    return parse_membership(text)
 
 
 def _read_words(path: str) -> set[str]:
