@@ -161,6 +161,7 @@ def test_a_malformed_sentry_dsn_flag_is_a_usage_error(supervise: Callable[..., R
     assert "--sentry-dsn" in err.decode()
 
 
+CHILDREN = str(Path(child("e2e_hang.py")).parent)
 CRASHES = {
     # name: (command after the supervisor's options, expected cause, exception type)
     "missing_env_var": ([PYTHON, "-c", "import os\nURL = os.environ['DATABASE_URL']"],
@@ -170,8 +171,11 @@ CRASHES = {
     "abort": ([PYTHON, "-c", "import os\ndef give_up():\n    os.abort()\ngive_up()"],
               "fatal_signal", None),
     "exec_failure": (["no-such-command-for-sentry"], "exec_failed", "ExecFailed"),
+    "lifespan_error": ([PYTHON, "-m", "uvicorn", "--app-dir", CHILDREN,
+                        "e2e_lifespan_error:app", "--lifespan", "on", "--host", "127.0.0.1",
+                        "--port", "{port}"], "python_exception", "RuntimeError"),
     "startup_timeout": (["--startup-timeout", "1s", PYTHON, "-m", "uvicorn", "--app-dir",
-                         str(Path(child("e2e_hang.py")).parent), "e2e_hang:app",
+                         CHILDREN, "e2e_hang:app",
                          "--host", "127.0.0.1", "--port", "{port}"],
                         "startup_timeout", "StartupTimeout"),
 }
@@ -198,3 +202,23 @@ def test_every_crash_cause_sends_one_valid_fatal_event(
     if exception_type is not None:
         assert values[-1]["type"] == exception_type
     assert event["fingerprint"][:2] == ["supervisor", cause]
+
+
+def test_an_oom_kill_in_a_real_cgroup_sends_an_oomkilled_event(
+    supervise: Callable[..., Run],
+) -> None:
+    from .cgroups import join, memory_cgroup, unusable_reason
+
+    reason = unusable_reason()
+    if reason is not None:
+        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    with Receiver() as receiver, memory_cgroup(96 << 20) as group:
+        code, _, _ = supervise("--sentry-dsn", receiver.dsn, PYTHON, child("mem_grow.py"),
+                               "--step-mb", "4", env=SENTRY_ENV,
+                               preexec_fn=join(group)).finish(timeout=60)
+        event = receiver.wait_for(1)[0].event()
+    assert code == 137
+    assert_valid_protocol(event)
+    assert event["tags"]["cause"] == "oom_killed"
+    assert event["exception"]["values"][-1]["type"] == "OOMKilled"
+    assert "96 MiB" in event["exception"]["values"][-1]["value"]
