@@ -811,3 +811,14 @@ def test_gunicorn_sync_workers_get_the_socket_and_are_seen_ready(
     assert data["cause"] == "stopped"
     assert data["handoff"] == "systemd"
     assert data["ready_after_s"] is not None
+
+
+def test_an_app_without_the_health_path_gets_a_clear_warning(supervise: Supervise) -> None:
+    port = free_port()
+    run = supervise("--", *uvicorn("e2e_no_health", port))
+    run.wait_for_stderr("ready after", timeout=15)
+    # After the hand-off the platform asks the app itself, which answers 404.
+    run.wait_for_stderr("the app answers 404 on /healthz", timeout=10)
+    run.signal(signal.SIGTERM)
+    status, _, _ = run.finish()
+    assert status == 143
