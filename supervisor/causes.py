@@ -63,6 +63,8 @@ class Ending:
     stderr_tail: str = ""
     stop_timeout_s: float = 0.0
     command: str = ""
+    # The child had the terminal: a Ctrl-C went to it directly, not through us.
+    terminal_interrupt: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ def classify(ending: Ending) -> Outcome:
             "its process group was killed",
             exit.status,
         )
+    interrupted = exit.signal == signal.SIGINT or exit.code == 128 + signal.SIGINT
+    if ending.terminal_interrupt and interrupted:
+        return Outcome(Cause.STOPPED, "stopped by Ctrl-C (SIGINT from the terminal)",
+                       exit.status)
     if ending.stop_signal is not None and _is_clean_stop(exit, ending.stop_signal):
         how = "exit code 0" if exit.code == 0 else f"exit status {exit.status}"
         return Outcome(

@@ -49,6 +49,9 @@ class ChildSpec:
     # Set LISTEN_PID to the child's own pid (systemd protocol); only the child knows it.
     set_listen_pid: bool = False
     oom_score_adj: Optional[int] = CHILD_OOM_SCORE_ADJ
+    # Make the child's group the terminal's foreground group (as tini does), so
+    # that it can read a tty (a breakpoint(), a prompt) instead of being stopped.
+    take_terminal: bool = False
     # Extra steps run in the child between fork and exec (cgroup join, namespaces).
     before_exec: tuple[Callable[[], None], ...] = ()
 
@@ -122,6 +125,12 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
 def _exec_in_child(spec: ChildSpec, report_fd: int) -> None:  # pragma: no cover
     try:
         os.setpgid(0, 0)
+        if spec.take_terminal:
+            # SIGTTOU is still ignored here (inherited), so this cannot stop us.
+            try:
+                os.tcsetpgrp(0, os.getpgrp())
+            except OSError:
+                pass
         signal.set_wakeup_fd(-1)
         for signum in signal.valid_signals():
             if signum in (signal.SIGKILL, signal.SIGSTOP):

@@ -126,6 +126,8 @@ class Supervisor:
         self.child_env: dict[str, str] = {}
         self.health_check: Optional[PlatformHealthCheck] = None
         self.health_check_gave_up = False
+        # On a terminal the child gets the foreground, and Ctrl-C reaches it directly.
+        self.interactive = os.isatty(0)
 
     @property
     def redact(self) -> Redactor:
@@ -189,6 +191,7 @@ class Supervisor:
             pass_fds=pass_fds,
             set_listen_pid=self.plan.mode is HandoffMode.SYSTEMD,
             before_exec=before_exec,
+            take_terminal=self.interactive,
         ))
         for fd in (stderr_write, stdout_write):
             if fd is not None:
@@ -250,6 +253,7 @@ class Supervisor:
             stderr_tail=self._tail_text(),
             stop_timeout_s=self.config.stop_timeout_s,
             command=self.config.command[0],
+            terminal_interrupt=self.interactive,
         ))
         return self._finish(outcome, exit, facts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from .conftest import (
     Run,
     child,
     free_port,
+    kill_tree,
     needs_unshare,
     supervisor_lines,
     wait_for,
@@ -209,3 +211,50 @@ def test_without_kill_group_only_the_child_is_signalled(
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_on_a_terminal_the_child_gets_the_foreground_and_ctrl_c_is_a_stop(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    import pty
+    import termios
+
+    report = tmp_path / "report.json"
+    controller, terminal = pty.openpty()
+    script = (
+        "import os, signal, sys\n"
+        "print('foreground' if os.tcgetpgrp(0) == os.getpgrp() else 'background', flush=True)\n"
+        "signal.pause()\n"
+    )
+
+    def own_terminal() -> None:
+        # A session of its own with the pty as controlling terminal, as a shell gives.
+        import fcntl
+
+        os.setsid()
+        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "--report-file", str(report), "--", PYTHON, "-c", script],
+        stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path),
+        preexec_fn=own_terminal,
+    )
+    os.close(terminal)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"foreground\n"
+        # Ctrl-C on the terminal: the line discipline signals the foreground group.
+        os.write(controller, b"\x03")
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+            process.wait(timeout=10)
+        os.close(controller)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    data = json.loads(report.read_text())
+    assert data["cause"] == "stopped", data["summary"]
+    assert "Ctrl-C" in data["summary"]
+    assert process.returncode == 128 + signal.SIGINT
