@@ -46,6 +46,9 @@ FATAL_SIGNALS = frozenset(
 )
 STARTUP_TIMEOUT_STATUS = 124
 # uvicorn: "[Errno 98] error while attempting to bind on address ...: address already in use"
+# Lines after a traceback that still let it be the cause: uvicorn's "Application
+# startup failed. Exiting.", workers' shutdown lines, a multi-line message.
+TRAILING_LINES = 12
 _ADDRESS_IN_USE = re.compile(r"address already in use|\[Errno (98|48)\]", re.IGNORECASE)
 
 
@@ -65,6 +68,8 @@ class Ending:
     command: str = ""
     # The child had the terminal: a Ctrl-C went to it directly, not through us.
     terminal_interrupt: bool = False
+    # Every signal the supervisor forwarded to the child during the run.
+    forwarded: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -121,14 +126,21 @@ def classify(ending: Ending) -> Outcome:
     if exit.code == 0:
         return Outcome(Cause.EXITED, "exited with code 0 although no stop was asked for", 0)
     parsed = find_fatal_traceback(tail)
+    after = tail
     if parsed is not None:
-        return Outcome(Cause.PYTHON_EXCEPTION, parsed.summary(), exit.status, traceback=parsed)
+        after = _text_after(tail, parsed)
+        # What came after the traceback decides whether it ended the program:
+        # a few shutdown lines, yes; the app's normal output, no (it was logged
+        # and recovered from, and something later ended the run).
+        if not _ADDRESS_IN_USE.search(after) and _significant_lines(after) <= TRAILING_LINES:
+            return Outcome(Cause.PYTHON_EXCEPTION, parsed.summary(), exit.status,
+                           traceback=parsed)
     last = _last_line(tail)
-    in_use = _ADDRESS_IN_USE.search(tail)
+    in_use = _ADDRESS_IN_USE.search(after)
     if in_use:
-        start = tail.rfind("\n", 0, in_use.start()) + 1
-        end = tail.find("\n", in_use.end())
-        line = tail[start : end if end >= 0 else len(tail)].strip()[:300]
+        start = after.rfind("\n", 0, in_use.start()) + 1
+        end = after.find("\n", in_use.end())
+        line = after[start : end if end >= 0 else len(after)].strip()[:300]
         return Outcome(Cause.PORT_IN_USE, line or "address already in use", exit.status)
     summary = f"exited with code {exit.code}" + (f": {last}" if last else "")
     return Outcome(Cause.EXIT_CODE, summary, exit.status)
@@ -146,8 +158,29 @@ def _by_signal(exit: ExitStatus, ending: Ending) -> Outcome:
     if signum == signal.SIGKILL:
         return Outcome(Cause.KILLED, "killed by SIGKILL, with no sign of the OOM killer "
                        "(sent by another process or the platform)", exit.status)
+    if signum in ending.forwarded:
+        return Outcome(Cause.KILLED, f"killed by {name}, which the supervisor forwarded to it",
+                       exit.status)
     return Outcome(Cause.KILLED, f"killed by {name}, which the supervisor did not send",
                    exit.status)
+
+
+def _text_after(tail: str, parsed: ParsedTraceback) -> str:
+    """The text after the final exception's ``Type: value`` (its whole value)."""
+    exception = parsed.exception
+    short_type = exception.type.rpartition(".")[2]
+    for kind in (exception.type, short_type):
+        for needle in (f"{kind}: {exception.value}", f"{kind}: "
+                       f"{exception.value.partition(chr(10))[0]}", kind):
+            index = tail.rfind(needle)
+            if index >= 0:
+                end = tail.find("\n", index + len(needle))
+                return "" if end < 0 else tail[end + 1 :]
+    return ""
+
+
+def _significant_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def _with_stack(cause: Cause, what: str, status: int, tail: str) -> Outcome:

@@ -92,8 +92,10 @@ def parse_dsn(option: str, text: str) -> str:
         or not project
         or any(c.isspace() for c in dsn)
     ):
+        # The key is a secret: never echo it, even in an error.
+        shown = f"{scheme}://[redacted]@{location}" if at else dsn
         raise UsageError.bad_value(
-            option, text, "a Sentry DSN such as https://KEY@o0.ingest.sentry.io/123"
+            option, shown, "a Sentry DSN such as https://KEY@o0.ingest.sentry.io/123"
         )
     return dsn
 

@@ -29,6 +29,7 @@ from .pid1 import (
     Reaped,
     SignalInbox,
     become_subreaper,
+    group_is_alive,
     reap_all,
     send_signal,
     signal_name,
@@ -74,6 +75,10 @@ ACCEPT_PROBE_STEP_S = 0.01
 # uvicorn's own lines, for platforms where /proc cannot tell readiness.
 READY_LOG_MARKERS = (b"Application startup complete", b"Uvicorn running on")
 TERMINATION_STATUS_EVERY_S = 10.0
+# What is left of the child's process group when it ended (the workers of a dead
+# master) gets SIGTERM, then SIGKILL after this long: as PID 1 the kernel would
+# end them anyway, and elsewhere they would go on holding the port and the pipes.
+LEFTOVER_GRACE_S = 1.0
 # After the spawn, the loop first serves the stub; memory and readiness start then.
 WATCH_DELAY_S = 0.01
 
@@ -107,6 +112,7 @@ class Supervisor:
         self.started_mono = self.reactor.clock()
         self.ready_after_s: Optional[float] = None
         self.signals: list[tuple[str, float]] = []
+        self.forwarded: set[int] = set()
         self.stop_signal: Optional[int] = None
         self.stop_timer: Optional[Timer] = None
         self.stop_timed_out = False
@@ -218,6 +224,18 @@ class Supervisor:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
+        # As PID 1 this costs nothing; elsewhere (local runs) ctypes costs a few
+        # ms, and orphans of a child that ends at once must still come to us.
+        if not sys.platform.startswith("linux"):
+            self.log.info(
+                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
+                "readiness from uvicorn's log lines"
+            )
+        elif not become_subreaper():
+            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
+        if self.stub is None:
+            # No socket is handed over, so "ready" cannot be seen from outside.
+            self.phase = Phase.RUNNING
         self._schedule_reap()
         # Answer health checks first: the watchers' imports (about 10 ms) can wait.
         self.reactor.call_later(WATCH_DELAY_S, self._start_watching)
@@ -228,6 +246,7 @@ class Supervisor:
 
         for relay in self.relays:
             relay.drain()
+        self._stop_leftovers()
         self._stop_health_check()
         exit = ExitStatus.from_wait_status(self.reaped.wait_status)
         if self.memory is None:
@@ -254,6 +273,7 @@ class Supervisor:
             stop_timeout_s=self.config.stop_timeout_s,
             command=self.config.command[0],
             terminal_interrupt=self.interactive,
+            forwarded=frozenset(self.forwarded),
         ))
         return self._finish(outcome, exit, facts)
 
@@ -386,15 +406,6 @@ class Supervisor:
     def _start_watching(self) -> None:
         if self.pid is None or self.reaped is not None:
             return
-        # Here, not before the stub's first answers: ctypes costs a few ms.
-        # The child has only just exec'd; it has orphaned nothing yet.
-        if not sys.platform.startswith("linux"):
-            self.log.info(
-                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
-                "readiness from uvicorn's log lines"
-            )
-        elif not become_subreaper():
-            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         from .memory import TerminationLog
 
         self.memory = self._create_memory_watcher()
@@ -403,9 +414,7 @@ class Supervisor:
         if self.termination_log is not None and self.termination_log.enabled:
             self._write_termination_status()
         if self.stub is None:
-            # No socket is handed over, so "ready" cannot be seen from outside.
-            self.phase = Phase.RUNNING
-            return
+            return  # readiness is not tracked without a hand-off (see _run)
         self.startup_timer = self.reactor.call_later(
             self.config.startup_timeout_s, self._on_startup_timeout
         )
@@ -437,14 +446,6 @@ class Supervisor:
         if self.phase is not Phase.STARTING or self.reaped is not None:
             return
         assert self.plan.app_port is not None
-        import socket
-
-        try:
-            with socket.create_connection(("127.0.0.1", self.plan.app_port), timeout=0.05):
-                pass
-        except OSError:
-            self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
-            return
         from .readiness import (
             descendants,
             listening_inodes,
@@ -452,13 +453,23 @@ class Supervisor:
             proc_readiness_supported,
         )
 
-        # Someone listens there; ready only if it is the child or one of its workers.
         if self.pid is not None and proc_readiness_supported():
+            # A listening socket on the app's port, on any address, owned by
+            # the child or one of its workers (not by whoever held the port).
             inodes = listening_inodes(self.plan.app_port)
-            if not owns_socket(descendants(self.pid), inodes):
-                self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
-                return
-        self._on_ready()
+            ready = bool(inodes) and owns_socket(descendants(self.pid), inodes)
+        else:
+            import socket
+
+            try:
+                with socket.create_connection(("127.0.0.1", self.plan.app_port), timeout=0.05):
+                    ready = True
+            except OSError:
+                ready = False
+        if ready:
+            self._on_ready()
+        else:
+            self.reactor.call_later(PORT_POLL_S, self._poll_app_port)
 
     def _start_accept_probe(self) -> None:
         """Pause the stub, connect, and watch whether the app accepts the connection."""
@@ -556,6 +567,7 @@ class Supervisor:
             self.reactor.call_soon_threadsafe(lambda: self.log.warning(message))
 
     def _on_startup_timeout(self) -> None:
+        self._reap()  # as in _on_stop_timeout: an end at the deadline is that end
         if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
             return
         self.startup_timed_out = True
@@ -604,6 +616,7 @@ class Supervisor:
         if alive:
             assert self.pid is not None
             send_signal(self.pid, signum, group=self.config.kill_group)
+            self.forwarded.add(signum)
         at_s = round(self.reactor.clock() - self.started_mono, 3)
         self.signals.append((signal_name(signum), at_s))
         if not alive:
@@ -619,6 +632,9 @@ class Supervisor:
             self.stop_timer = self.reactor.call_later(grace, self._on_stop_timeout)
 
     def _on_stop_timeout(self) -> None:
+        # Timers run before pending signals are read: a child that exited just
+        # in time must not be taken for one that did not.
+        self._reap()
         if self.pid is None or self.reaped is not None:
             return
         self.stop_timed_out = True
@@ -627,6 +643,22 @@ class Supervisor:
             "sending SIGKILL to its process group"
         )
         send_signal(self.pid, signal.SIGKILL, group=True)
+
+    def _stop_leftovers(self) -> None:
+        assert self.pid is not None
+        if not send_signal(self.pid, signal.SIGTERM, group=True):
+            return  # nobody is left in the group
+        self.log.info(f"stopping what is left of process group {self.pid} "
+                      f"(SIGTERM, SIGKILL after {LEFTOVER_GRACE_S:g} s)")
+        deadline = self.reactor.clock() + LEFTOVER_GRACE_S
+        while self.reactor.clock() < deadline:
+            reap_all(self.pid)  # members re-parented to us leave zombies
+            if not group_is_alive(self.pid):
+                reap_all(self.pid)  # those that died since the last pass
+                return
+            self.reactor.run_once(max_wait=0.02)
+        send_signal(self.pid, signal.SIGKILL, group=True)
+        reap_all(self.pid)
 
     def _schedule_reap(self) -> None:
         self._reap()
@@ -728,11 +760,14 @@ class Supervisor:
             # Accept again at once: what waits in the backlog gets the cause, not a refusal.
             self.stub.take_back(outcome.cause.value)
         report = self._build_report(outcome, exit, memory)
+        # The file first (quick), so that the block can say whether it exists.
+        report_error = self._write_report(report)
         level = "error" if outcome.cause.is_crash else "info"
         verdict = report.extra.get("health_check", {}).get("verdict")
-        self.log.block(human_block(report, self.config.report_file, verdict), level=level,
-                       cause=report.cause)
-        self._write_report(report)
+        self.log.block(
+            human_block(report, self.config.report_file, verdict, report_error),
+            level=level, cause=report.cause,
+        )
         if self.sentry_dsn is not None and outcome.cause.is_crash:
             report = self._deliver_crash(report)
             self._write_report(report)
@@ -802,15 +837,17 @@ class Supervisor:
             extra=extra,
         )
 
-    def _write_report(self, report: Report) -> None:
+    def _write_report(self, report: Report) -> Optional[str]:
+        """Write the report file if asked; return why it could not be written."""
         if not self.config.report_file:
-            return
+            return None
         from .report import write_report_file
 
         try:
             write_report_file(self.config.report_file, report.as_json())
         except OSError as error:
-            self.log.error(f"cannot write the report to {self.config.report_file}: {error}")
+            return error.strerror or str(error)
+        return None
 
 
 def _address_text(listener: socket.socket) -> str:

@@ -123,6 +123,30 @@ def become_subreaper() -> bool:
         return False
 
 
+def group_is_alive(pgid: int) -> bool:
+    """Whether the process group has a member that is not a zombie.
+
+    ``killpg(pgid, 0)`` also counts zombies, which the supervisor may not be
+    able to reap (their parent is someone else): /proc tells them apart.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return send_signal(pgid, 0, group=True)
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
+
+
 def send_signal(pid: int, signum: int, group: bool) -> bool:
     """Signal the child (or its process group); False when it is already gone."""
     try:

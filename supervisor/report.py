@@ -126,7 +126,8 @@ def where_text(outcome: Outcome) -> Optional[str]:
 
 
 def human_block(
-    report: Report, report_file: Optional[str], verdict: Optional[str] = None
+    report: Report, report_file: Optional[str], verdict: Optional[str] = None,
+    report_error: Optional[str] = None,
 ) -> list[str]:
     """The lines a person reads on stderr; the caller adds the prefix."""
     if report.ready_after_s is not None:
@@ -161,7 +162,9 @@ def human_block(
     if tail:
         lines.append("last lines of stderr:")
         lines += [f"  | {line[:300]}" for line in tail[-HUMAN_TAIL_LINES:]]
-    if report_file:
+    if report_file and report_error:
+        lines.append(f"report:   not written to {report_file}: {report_error}")
+    elif report_file:
         lines.append(f"report:   {report_file}")
     if verdict:
         lines.append(f"verdict:  {verdict}")
@@ -172,8 +175,12 @@ def human_block(
 def write_report_file(path: str, data: dict[str, Any]) -> None:
     """Write then rename, so a reader never sees half a report."""
     directory = os.path.dirname(os.path.abspath(path))
+    # A volume's subdirectory may not exist yet: the report must not be lost to that.
+    os.makedirs(directory, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=directory)
     try:
+        # mkstemp makes it private; a log shipper or sidecar must be able to read it.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=2, ensure_ascii=False)
             stream.write("\n")

@@ -112,3 +112,11 @@ def test_json_log_format_makes_every_supervisor_line_json(supervise: Callable[..
     records = [json.loads(line) for line in err.decode().splitlines()]
     assert records and all(r["logger"] == "supervisor" for r in records)
     assert any(r.get("cause") == "exit_code" for r in records)
+
+
+def test_a_bad_dsn_is_refused_without_echoing_its_key(supervise: Callable[..., Run]) -> None:
+    dsn = "https://sekret-key-123@sentry.example"  # no project id: malformed
+    code, _, err = supervise("--sentry-dsn", dsn, "true").finish()
+    assert code == 2
+    assert "sekret-key-123" not in err.decode()
+    assert "--sentry-dsn" in err.decode()

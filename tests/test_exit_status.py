@@ -9,9 +9,10 @@ import stat
 from pathlib import Path
 from typing import Callable
 
+import psutil
 import pytest
 
-from .conftest import PYTHON, Run, child, supervisor_lines
+from .conftest import PYTHON, Run, child, supervisor_lines, wait_for
 
 
 @pytest.mark.parametrize(
@@ -129,3 +130,92 @@ def test_report_file_has_the_contract_fields(supervise: Callable[..., Run], tmp_
     assert data["phase"] == "running"
     assert data["handoff"] == "none"
     assert not list(tmp_path.glob(".report-*")), "the temporary file was renamed away"
+
+
+def test_a_missing_report_directory_is_created_and_the_report_is_readable(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    report = tmp_path / "volume" / "not-yet" / "report.json"
+    code, _, err = supervise("--report-file", str(report), PYTHON, child("exit_with.py"),
+                             "4").finish()
+    assert code == 4
+    assert json.loads(report.read_text())["cause"] == "exit_code"
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert f"[supervisor] report:   {report}" in err.decode()
+
+
+def test_an_unwritable_report_is_said_in_the_block(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = supervise("--report-file", str(blocker / "report.json"), PYTHON,
+                             child("exit_with.py"), "4").finish()
+    assert code == 4
+    assert "[supervisor] report:   not written to" in err.decode()
+
+
+def test_a_traceback_logged_and_recovered_from_is_not_the_cause(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    script = (
+        "import logging, sys\n"
+        "try:\n"
+        "    raise ConnectionError('redis not reachable')\n"
+        "except ConnectionError:\n"
+        "    logging.exception('retrying in a moment')\n"
+        "for attempt in range(20):\n"
+        "    print(f'INFO: connected, serving ({attempt})', file=sys.stderr)\n"
+        "print(\"ERROR: [Errno 98] error while attempting to bind on address \"\n"
+        "      \"('0.0.0.0', 8000): address already in use\", file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    code, _, _ = supervise("--report-file", str(report), PYTHON, "-c", script).finish()
+    assert code == 1
+    data = json.loads(report.read_text())
+    assert data["cause"] == "port_in_use"
+    assert "address already in use" in data["summary"]
+
+
+def test_a_long_exception_message_still_names_the_exception(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    # Settings validation errors print one or two lines per field.
+    report = tmp_path / "report.json"
+    script = (
+        "fields = '\\n'.join(f'FIELD_{n}\\n  Field required [type=missing]' for n in range(30))\n"
+        "raise ValueError('30 validation errors for Settings\\n' + fields)\n"
+    )
+    supervise("--report-file", str(report), PYTHON, "-c", script).finish()
+    data = json.loads(report.read_text())
+    assert data["cause"] == "python_exception"
+    assert data["summary"] == "ValueError: 30 validation errors for Settings"
+
+
+def test_a_death_by_a_forwarded_signal_says_it_was_forwarded(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    run = supervise("--report-file", str(report), PYTHON, "-c",
+                    "import time; print('ready', flush=True); time.sleep(60)")
+    assert run.read_stdout_line() == "ready\n"
+    run.signal(signal.SIGHUP)
+    code, _, _ = run.finish()
+    assert code == 128 + signal.SIGHUP
+    data = json.loads(report.read_text())
+    assert data["cause"] == "killed"
+    assert "forwarded" in data["summary"]
+
+
+def test_what_is_left_of_the_childs_group_is_stopped_when_it_ends(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    code, _, err = supervise("sh", "-c", f"sleep 300 & echo $! > {pid_file}; exit 1").finish()
+    assert code == 1
+    grandchild = int(pid_file.read_text())
+    wait_for(lambda: not psutil.pid_exists(grandchild)
+             or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE,
+             timeout=5, what="the grandchild to be stopped")
+    assert "stopping what is left of process group" in err.decode()
