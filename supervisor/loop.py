@@ -224,15 +224,6 @@ class Supervisor:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
-        # As PID 1 this costs nothing; elsewhere (local runs) ctypes costs a few
-        # ms, and orphans of a child that ends at once must still come to us.
-        if not sys.platform.startswith("linux"):
-            self.log.info(
-                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
-                "readiness from uvicorn's log lines"
-            )
-        elif not become_subreaper():
-            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         if self.stub is None:
             # No socket is handed over, so "ready" cannot be seen from outside.
             self.phase = Phase.RUNNING
@@ -406,6 +397,16 @@ class Supervisor:
     def _start_watching(self) -> None:
         if self.pid is None or self.reaped is not None:
             return
+        # Here, after the stub's first answers: outside PID 1, ctypes costs a few
+        # ms. A child this young has orphaned nothing yet (and as PID 1 every
+        # orphan comes to us anyway).
+        if not sys.platform.startswith("linux"):
+            self.log.info(
+                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
+                "readiness from uvicorn's log lines"
+            )
+        elif not become_subreaper():
+            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
         from .memory import TerminationLog
 
         self.memory = self._create_memory_watcher()
