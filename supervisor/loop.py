@@ -167,6 +167,7 @@ class Supervisor:
         self.log.set_writer(stderr.write)
         self.sinks.append(stderr)
         inbox = SignalInbox(self.reactor, self._on_signal)
+        self.inbox = inbox
         try:
             return self._run()
         finally:
@@ -214,6 +215,7 @@ class Supervisor:
             )), None, None)
 
         self.pid = result
+        self.inbox.arm(result, group=self.config.kill_group)
         # From here on the child runs: the rest may be imported.
         from .relay import Relay, Tail
 
@@ -608,15 +610,16 @@ class Supervisor:
             self.reactor.call_later(TERMINATION_STATUS_EVERY_S, self._write_termination_status)
 
     # -- signals ---------------------------------------------------------------
-    def _on_signal(self, signum: int) -> None:
+    def _on_signal(self, signum: int, forwarded: bool) -> None:
         if signum == signal.SIGCHLD:
             self._reap()
             return
-        # Forward first, account after: the child's latency is what counts.
         alive = self.pid is not None and self.reaped is None
-        if alive:
+        if alive and not forwarded:
+            # It came before the spawn, or while reaping: forward it now.
             assert self.pid is not None
             send_signal(self.pid, signum, group=self.config.kill_group)
+        if alive:
             self.forwarded.add(signum)
         at_s = round(self.reactor.clock() - self.started_mono, 3)
         self.signals.append((signal_name(signum), at_s))
@@ -669,7 +672,11 @@ class Supervisor:
     def _reap(self) -> None:
         if self.pid is None:
             return
-        reaped = reap_all(self.pid)
+        with self.inbox.reaping():
+            reaped = reap_all(self.pid)
+            if reaped is not None:
+                # Before the mask is lifted: a reaped pid is never signalled.
+                self.inbox.disarm()
         if reaped is not None and self.reaped is None:
             self.reaped = reaped
             if self.stop_timer is not None:
