@@ -258,3 +258,28 @@ def test_on_a_terminal_the_child_gets_the_foreground_and_ctrl_c_is_a_stop(
     assert data["cause"] == "stopped", data["summary"]
     assert "Ctrl-C" in data["summary"]
     assert process.returncode == 128 + signal.SIGINT
+
+
+def test_a_stop_signal_that_arrives_before_the_spawn_reaches_the_child(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    # The env file is a FIFO: the supervisor waits in open() before it can spawn.
+    env_file = tmp_path / "app.env"
+    os.mkfifo(env_file)
+    received = tmp_path / "received.txt"
+    report = tmp_path / "report.json"
+    run = supervise("--env-file", str(env_file), "--report-file", str(report),
+                    PYTHON, child("signal_log.py"), str(received))
+    waiting = ("wait_for_partner", "fifo_open")
+    wait_for(lambda: Path(f"/proc/{run.pid}/wchan").read_text() in waiting,
+             what="the supervisor to wait for its env file")
+    run.signal(signal.SIGTERM)
+    with open(env_file, "w") as writer:
+        writer.write("GREETING=hello\n")
+    code, _, _ = run.finish()
+    # It reached the child so early that Python had not installed its handler
+    # yet: the default action ended it, as the platform's SIGTERM would have.
+    data = json.loads(report.read_text())
+    assert code == 128 + signal.SIGTERM or received.read_text().split() == ["SIGTERM"]
+    assert data["cause"] == "stopped"
+    assert data["signals_received"][0]["signal"] == "SIGTERM"
