@@ -10,7 +10,7 @@ import enum
 import re
 import signal
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
 from .child import ExecFailure, ExitStatus
 from .pid1 import signal_name
@@ -212,5 +212,3 @@ def _last_line(tail: str) -> str:
             return line.strip()[:300]
     return ""
 
-
-ExceptionSource = Union[ParsedTraceback, FaulthandlerDump]

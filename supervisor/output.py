@@ -16,7 +16,7 @@ import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable
 
     from .reactor import Reactor
 
@@ -139,9 +139,8 @@ class Sink:
         return True
 
 
-def write_direct(fd: int, data: bytes, timeout: Optional[float] = None) -> None:
+def write_direct(fd: int, data: bytes) -> None:
     """Best-effort blocking write for the moments before a loop exists."""
-    del timeout
     try:
         os.write(fd, data)
     except OSError:
