@@ -337,8 +337,7 @@ class Supervisor:
             self.health_check_gave_up = True
             self.log.warning(f"{who} would give up now ({result.reason}): stopping the app, "
                              "SIGABRT for a stack dump, then SIGKILL")
-            send_signal(self.pid, signal.SIGABRT, group=True)
-            self.reactor.call_later(ABORT_GRACE_S, self._kill_group)
+            self._abort_for_stack_dump()
         else:
             self.log.warning(f"{who} would replace this instance now: {result.reason}")
 
@@ -578,6 +577,11 @@ class Supervisor:
             f"not ready within {self.config.startup_timeout_s:g} s: sending SIGABRT for a "
             f"stack dump, SIGKILL in {ABORT_GRACE_S:g} s"
         )
+        self._abort_for_stack_dump()
+
+    def _abort_for_stack_dump(self) -> None:
+        """SIGABRT (faulthandler prints where every thread is), then SIGKILL the group."""
+        assert self.pid is not None
         send_signal(self.pid, signal.SIGABRT, group=True)
         self.reactor.call_later(ABORT_GRACE_S, self._kill_group)
 
