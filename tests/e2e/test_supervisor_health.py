@@ -26,10 +26,9 @@ import psutil
 import pytest
 
 from supervisor.readiness import proc_readiness_supported
+from tests.conftest import PYTHON, Run, child, free_port, kill_tree, wait_for
 
-from .conftest import PYTHON, Run, child, free_port, kill_tree, wait_for
-
-CHILDREN = str(Path(__file__).resolve().parent / "children")
+CHILDREN = str(Path(__file__).resolve().parent.parent / "children")
 _UVICORN_SCRIPT = Path(PYTHON).parent / "uvicorn"
 # The console script, as a Dockerfile runs it; ``python -m uvicorn`` where there is none.
 UVICORN = [str(_UVICORN_SCRIPT)] if _UVICORN_SCRIPT.exists() else [PYTHON, "-m", "uvicorn"]

@@ -12,8 +12,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .cgroups import unusable_reason
-from .conftest import PYTHON, Run, child, free_port, supervisor_lines
+from tests.cgroups import unusable_reason
+from tests.conftest import PYTHON, Run, child, free_port, supervisor_lines
 
 CHILDREN = str(Path(child("e2e_cpu_import.py")).parent)
 

@@ -12,7 +12,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from .conftest import PYTHON, Run, child, supervisor_lines, wait_for
+from tests.conftest import PYTHON, Run, child, supervisor_lines, wait_for
 
 
 @pytest.mark.parametrize(

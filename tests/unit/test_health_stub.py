@@ -26,7 +26,7 @@ from supervisor.health import HealthStub, StubPhase, bind_listener, loopback_add
 from supervisor.reactor import Reactor
 from supervisor.readiness import descendants, socket_in_epoll
 
-CHILDREN = Path(__file__).parent / "children"
+CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
 
 # -- harness -------------------------------------------------------------------

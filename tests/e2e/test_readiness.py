@@ -20,7 +20,7 @@ from supervisor import readiness
 from supervisor.health import bind_listener
 from supervisor.readiness import descendants, proc_readiness_supported, socket_in_epoll
 
-CHILDREN = Path(__file__).parent / "children"
+CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
 pytestmark = pytest.mark.skipif(not proc_readiness_supported(), reason="needs Linux /proc")
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import psutil
 
-from .conftest import (
+from tests.conftest import (
     PYTHON,
     UNSHARE_PID,
     Run,

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 from supervisor.handoff import HandoffMode, plan_handoff
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def instructions() -> list[tuple[str, str]]:

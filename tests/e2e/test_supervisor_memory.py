@@ -10,8 +10,8 @@ from typing import Callable
 import psutil
 import pytest
 
-from .cgroups import join, memory_cgroup, unusable_reason
-from .conftest import PYTHON, Run, child, supervisor_lines, wait_for
+from tests.cgroups import join, memory_cgroup, unusable_reason
+from tests.conftest import PYTHON, Run, child, supervisor_lines, wait_for
 
 MIB = 1 << 20
 

@@ -10,8 +10,7 @@ import pytest
 from supervisor.cli import parse_args
 from supervisor.config import LogFormat, parse_duration, parse_size
 from supervisor.errors import UsageError
-
-from .conftest import Run
+from tests.conftest import Run
 
 
 @pytest.mark.parametrize(

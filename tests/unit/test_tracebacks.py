@@ -29,7 +29,7 @@ from supervisor.tracebacks import (
     find_faulthandler_dump,
 )
 
-SAMPLES = Path(__file__).parent / "samples" / "tracebacks"
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "tracebacks"
 ALL_SAMPLE_TEXTS = [path.read_text() for path in sorted(SAMPLES.glob("*.txt"))]
 
 

@@ -37,7 +37,7 @@ from supervisor.sentry import (
 )
 from tests.sentry_receiver import Envelope, Receiver, refused_dsn
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 RELEASE = "shop@1.4.2"
 ENVIRONMENT = "staging"
 SECRET = "sk_live_51HqLyjWDarjtT1zdp7dcXYZsecret"

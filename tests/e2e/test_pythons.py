@@ -17,7 +17,7 @@ from typing import Optional
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 

@@ -32,11 +32,10 @@ from supervisor.memory import (
     Timeline,
     raise_oom_score_adj,
 )
-
-from . import cgroups
+from tests import cgroups
 
 MIB = 1024 * 1024
-CHILDREN = Path(__file__).resolve().parent / "children"
+CHILDREN = Path(__file__).resolve().parent.parent / "children"
 PYTHON = sys.executable
 CGROUP_UNUSABLE = cgroups.unusable_reason()
 needs_cgroup = pytest.mark.skipif(CGROUP_UNUSABLE is not None, reason=str(CGROUP_UNUSABLE))

@@ -15,8 +15,7 @@ from typing import Callable
 import pytest
 
 from supervisor.relay import TAIL_BYTES, Tail
-
-from .conftest import PYTHON, Run, child, supervisor_lines, wait_for
+from tests.conftest import PYTHON, Run, child, supervisor_lines, wait_for
 
 MIB = 1 << 20
 

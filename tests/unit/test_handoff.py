@@ -30,7 +30,7 @@ from supervisor.handoff import (
 )
 from supervisor.health import bind_listener
 
-CHILDREN = Path(__file__).parent / "children"
+CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
 
 @pytest.mark.parametrize(

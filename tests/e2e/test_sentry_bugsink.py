@@ -15,7 +15,7 @@ import pytest
 
 from supervisor.sentry import attachments_for, build_event, deliver
 from tests.bugsink import Bugsink
-from tests.test_sentry import (
+from tests.unit.test_sentry import (
     ENVIRONMENT,
     RELEASE,
     make_report,

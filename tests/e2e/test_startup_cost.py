@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from .conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT
 
 # What may not be imported on the path from exec to spawning the child. typing,
 # re and dataclasses cost about 12 ms together; the others far more.

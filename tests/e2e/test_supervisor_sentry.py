@@ -12,8 +12,8 @@ import psutil
 import pytest
 from sentry_relay.processing import StoreNormalizer
 
-from .conftest import PYTHON, Run, child, free_port, supervisor_lines
-from .sentry_receiver import Receiver, refused_dsn
+from tests.conftest import PYTHON, Run, child, free_port, supervisor_lines
+from tests.sentry_receiver import Receiver, refused_dsn
 
 SENTRY_ENV = {"SENTRY_RELEASE": "shop@1.2.3", "SENTRY_ENVIRONMENT": "staging"}
 
@@ -207,7 +207,7 @@ def test_every_crash_cause_sends_one_valid_fatal_event(
 def test_an_oom_kill_in_a_real_cgroup_sends_an_oomkilled_event(
     supervise: Callable[..., Run],
 ) -> None:
-    from .cgroups import join, memory_cgroup, unusable_reason
+    from tests.cgroups import join, memory_cgroup, unusable_reason
 
     reason = unusable_reason()
     if reason is not None:
