@@ -14,9 +14,12 @@ from .config import (
     Handoff,
     LogFormat,
     parse_bool,
+    parse_cpu_limit,
     parse_dsn,
     parse_duration,
     parse_fraction,
+    parse_health_check,
+    parse_memory_limit,
     parse_port,
     parse_status,
     parse_url_path,
@@ -62,18 +65,6 @@ def _path(option: str, text: str) -> Value:
     if not text:
         raise UsageError.bad_value(option, text, "a file path")
     return text
-
-
-def _memory_limit(option: str, text: str) -> Value:
-    from .reproduce import parse_memory_limit
-
-    return parse_memory_limit(text, option)
-
-
-def _cpu_limit(option: str, text: str) -> Value:
-    from .reproduce import parse_cpu_limit
-
-    return parse_cpu_limit(text, option)
 
 
 def _text(option: str, text: str) -> Value:
@@ -182,11 +173,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--memory-limit", "memory_limit",
         "reproduce: a memory limit on the child alone (cgroup), e.g. 512M", "SIZE",
-        _memory_limit,
+        parse_memory_limit,
     ),
     Option(
         "--cpu-limit", "cpu_limit",
-        "reproduce: a CPU quota on the child alone (cgroup), e.g. 0.25", "CPUS", _cpu_limit,
+        "reproduce: a CPU quota on the child alone (cgroup), e.g. 0.25", "CPUS", parse_cpu_limit,
     ),
     Option(
         "--env-file", "env_file",
@@ -317,15 +308,15 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
 
 def _apply_platform(values: dict[str, Value]) -> None:
     """Lay a platform's defaults under the explicit values, and parse the health check."""
-    from .probes import parse_health_check
-
     base = None
     name = values.pop("platform", None)
+    filled: list[str] = []
     if name:
         from .platforms import get_platform
 
         platform = get_platform(str(name))
         values["platform"] = platform.title
+        values["platform_name"] = platform.name
         base = platform.health_check
         for field, preset in (
             ("memory_limit", platform.memory_limit),
@@ -334,14 +325,20 @@ def _apply_platform(values: dict[str, Value]) -> None:
         ):
             if field not in values and preset is not None:
                 values[field] = preset
+                filled.append(field)
         if "stop_timeout_s" not in values and platform.stop_timeout_s is not None:
             # Finish inside the platform's own SIGKILL, with room for the report.
             grace = max(1.0, platform.stop_timeout_s - 2.0)
             values["stop_timeout_s"] = min(grace, Config.stop_timeout_s)
+            filled.append("stop_timeout_s")
+        if "health_check" not in values:
+            filled.append("health_check")
     text = values.pop("health_check", None)
     spec = parse_health_check(str(text), base=base) if text else base
     if spec is not None:
         values["health_check"] = spec  # type: ignore[assignment]
+    if filled:
+        values["from_preset"] = tuple(filled)  # type: ignore[assignment]
 
 
 def _convert(option: Option, name: str, raw: str) -> Value:

@@ -1,7 +1,9 @@
-"""The supervisor's configuration as one frozen value, and the value parsers.
+"""The supervisor's configuration as one frozen value, and every value parser.
 
-Owns: ``Config`` and the parsing of durations, sizes and the other typed
-values used on the command line and in ``SUPERVISOR_*`` variables.
+Owns: ``Config``; the parsing of durations, sizes, ports, statuses, fractions,
+booleans, a Sentry DSN, the memory and CPU limits, and the ``--health-check``
+specification (``HealthCheckSpec``); and ``seconds_text``, the one way a
+duration is written back for people.
 Must not know: where the values came from (``cli`` does), or what runs them.
 """
 
@@ -17,8 +19,6 @@ from .values import frozen
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
-
-    from .probes import HealthCheckSpec
 
 
 class LogFormat(enum.Enum):
@@ -75,6 +75,9 @@ class Config:
     no_network: bool = False
     health_check: Optional[HealthCheckSpec] = None
     platform: Optional[str] = None  # the preset's title, for the verdict
+    platform_name: Optional[str] = None  # the preset's name, as --platform takes it
+    # The fields the preset filled (no flag or variable gave them), in Config's names.
+    from_preset: tuple[str, ...] = ()
 
 
 def parse_dsn(option: str, text: str) -> str:
@@ -197,3 +200,163 @@ def parse_bool(option: str, text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise UsageError.bad_value(option, text, "one of 1, 0, true, false, yes, no")
+
+
+def seconds_text(value: float, bare: bool = False) -> str:
+    """``0 s``, ``0.3 s``, ``2 s``, ``2.5 s``, ``25 s``: a duration as a person reads it.
+
+    ``bare`` leaves out the unit, for a value that ``parse_duration`` reads back.
+    """
+    if value >= 10 or value == int(value):
+        number = f"{value:.0f}"
+    elif value >= 0.1:
+        number = f"{value:.1f}".rstrip("0").rstrip(".")
+    else:
+        number = f"{value:.2f}".rstrip("0").rstrip(".") or "0"
+    return number if bare else f"{number} s"
+
+
+# -- the limits a platform imposes ----------------------------------------------------
+
+# Docker's own floor for --memory: below this not even the interpreter starts,
+# and the run would report an OOM that says nothing about the app.
+MIN_MEMORY_LIMIT = 6 * 1024 * 1024
+# The CFS period the kernel uses by default (100 ms); a CPU quota is a share of it.
+CFS_PERIOD_US = 100_000
+# The kernel refuses a quota below 1 ms per period.
+MIN_CFS_QUOTA_US = 1_000
+
+
+def parse_memory_limit(option: str, text: str) -> int:
+    """``512M``, ``1G``, ``536870912`` to bytes; at least 6 MiB, as Docker requires."""
+    size = parse_size(option, text)
+    if size < MIN_MEMORY_LIMIT:
+        raise UsageError.bad_value(option, text, "a size of at least 6M")
+    return size
+
+
+def parse_cpu_limit(option: str, text: str) -> float:
+    """``0.25``, ``1``, ``2`` CPUs, as ``docker run --cpus``; at least 0.01."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise UsageError.bad_value(option, text, "a number of CPUs such as 0.25, 1 or 2") from None
+    if not value >= MIN_CFS_QUOTA_US / CFS_PERIOD_US or value == float("inf"):
+        raise UsageError.bad_value(option, text, "a number of CPUs of at least 0.01")
+    return value
+
+
+# -- the platform's health check ------------------------------------------------------
+
+HEALTH_CHECK_OPTION = "--health-check"
+# When the specification names no value: App Runner's documented defaults,
+# the platform whose check is the strictest of the common ones.
+DEFAULT_INTERVAL_S = 5.0
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_HEALTHY = 1
+DEFAULT_UNHEALTHY = 5
+DEFAULT_HTTP_PATH = "/"
+
+
+@frozen
+class HealthCheckSpec:
+    """What the platform probes and how often; ``problem()`` says what is wrong with it."""
+
+    protocol: str  # "tcp" or "http"
+    path: str  # HTTP only; "" for TCP
+    interval_s: float
+    timeout_s: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    grace_s: float = 0.0  # failures of probes sent before this do not count
+
+    def problem(self) -> Optional[str]:
+        """Why this is not a check a platform could run, or None."""
+        if self.protocol not in ("tcp", "http"):
+            return f"protocol must be tcp or http, not {self.protocol!r}"
+        if self.interval_s <= 0 or self.timeout_s <= 0 or self.grace_s < 0:
+            return "interval and timeout must be positive, grace not negative"
+        if self.healthy_threshold < 1 or self.unhealthy_threshold < 1:
+            return "thresholds must be at least 1"
+        if self.protocol == "http" and not self.path.startswith("/"):
+            return "an HTTP path must start with /"
+        return None
+
+    def describe(self) -> str:
+        """The specification in the form ``parse_health_check`` reads."""
+        head = f"http:{self.path}" if self.protocol == "http" else "tcp"
+        text = (
+            f"{head},interval={seconds_text(self.interval_s, bare=True)},"
+            f"timeout={seconds_text(self.timeout_s, bare=True)},"
+            f"healthy={self.healthy_threshold},unhealthy={self.unhealthy_threshold}"
+        )
+        if self.grace_s:
+            text += f",grace={seconds_text(self.grace_s, bare=True)}"
+        return text
+
+
+_CHECK_KEYS = ("interval", "timeout", "healthy", "unhealthy", "grace")
+_CHECK_EXPECTED = (
+    "tcp or http:/path, then optional interval=, timeout=, healthy=, unhealthy=, grace= "
+    "(e.g. http:/healthz,interval=5,timeout=2,healthy=1,unhealthy=5,grace=10)"
+)
+
+
+def parse_health_check(text: str, base: Optional[HealthCheckSpec] = None) -> HealthCheckSpec:
+    """``tcp`` or ``http:/path``, then ``key=value`` settings, comma-separated.
+
+    Settings not given come from ``base`` (a platform's preset, so that
+    ``--platform apprunner --health-check http:/healthz`` keeps App Runner's
+    interval and thresholds), else from App Runner's defaults. Durations take
+    the usual forms (``5``, ``5s``, ``500ms``). ``UsageError`` on bad input.
+    """
+    option = HEALTH_CHECK_OPTION
+
+    def bad(expected: str = _CHECK_EXPECTED) -> UsageError:
+        return UsageError.bad_value(option, text, expected)
+
+    parts = [part.strip() for part in text.split(",")]
+    kind, _, path = parts[0].partition(":")
+    kind = kind.strip().lower()
+    if kind not in ("tcp", "http"):
+        raise bad()
+    path = path.strip()
+    if kind == "tcp":
+        if path:
+            raise bad("tcp without a path (a path is for http:/path)")
+    else:
+        if not path:
+            path = base.path if base is not None and base.protocol == "http" else DEFAULT_HTTP_PATH
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise bad("an HTTP path starting with / and without spaces")
+    settings: dict[str, str] = {}
+    for part in parts[1:]:
+        key, equals, value = part.partition("=")
+        key = key.strip().lower()
+        if not equals or key not in _CHECK_KEYS or not value.strip():
+            raise bad()
+        if key in settings:
+            raise bad(f"{key}= given once")
+        settings[key] = value.strip()
+
+    def duration(key: str, fallback: float, allow_zero: bool = False) -> float:
+        if key not in settings:
+            return fallback
+        return parse_duration(f"{option} {key}", settings[key], allow_zero=allow_zero)
+
+    def count(key: str, fallback: int) -> int:
+        if key not in settings:
+            return fallback
+        return parse_int(f"{option} {key}", settings[key], 1, 1000, "a whole number")
+
+    return HealthCheckSpec(
+        protocol=kind,
+        path=path if kind == "http" else "",
+        interval_s=duration("interval", base.interval_s if base else DEFAULT_INTERVAL_S),
+        timeout_s=duration("timeout", base.timeout_s if base else DEFAULT_TIMEOUT_S),
+        healthy_threshold=count("healthy", base.healthy_threshold if base else DEFAULT_HEALTHY),
+        unhealthy_threshold=count(
+            "unhealthy", base.unhealthy_threshold if base else DEFAULT_UNHEALTHY
+        ),
+        grace_s=duration("grace", base.grace_s if base else 0.0, allow_zero=True),
+    )

@@ -3,8 +3,9 @@
 Owns: what each platform does to a container by default: its health check,
 its memory and CPU, how long it waits for a start and for a stop, and which
 variable names the port. Each figure carries its source in a comment.
-Must not know: how the values are applied. The caller lays explicit flags over
-a preset (an explicit flag always wins) and runs what results.
+Must not know: how the values are applied. ``cli`` lays the explicit flags
+over a preset (an explicit flag always wins): the health check, the memory and
+CPU limits, the start-up deadline and the stop grace are all applied.
 
 A platform without a default (Kubernetes sets no memory limit unless the pod
 asks; ECS on Fargate requires the task to choose its size) has None: the
@@ -13,31 +14,39 @@ preset does not invent one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
+from .config import HealthCheckSpec
 from .errors import UsageError
-from .probes import HealthCheckSpec
+from .values import frozen
+
+# Read before the spawn (cli lays the preset under the flags): no typing or
+# dataclasses at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
 
 
-@dataclass(frozen=True)
+@frozen
 class Platform:
     name: str  # what --platform takes
     title: str  # what the verdict says: "App Runner would have failed ..."
     health_check: HealthCheckSpec
     memory_limit: Optional[int]  # bytes; None when the platform sets no default
     cpu_limit: Optional[float]  # CPUs; None when the platform sets no default
-    # The platform's own deadline for a container to start answering, when it
-    # has one besides the health check (Heroku's R10); informational: the
-    # supervisor answers at once, so the platform never sees a slow bind.
+    # The platform's own deadline for a container to start, when it has one
+    # besides the health check (Heroku's R10, Cloud Run's 240 s): applied as
+    # --startup-timeout unless one is given.
     startup_timeout_s: Optional[float]
-    # Seconds between the platform's SIGTERM and its SIGKILL.
+    # Seconds between the platform's SIGTERM and its SIGKILL: applied as
+    # --stop-timeout, 2 s shorter so that the report is written before the SIGKILL.
     stop_timeout_s: Optional[float]
+    # Described in the run's conditions, not applied: the supervisor takes the
+    # port from the command, --port or PORT, as the platform's container would.
     port_env: Optional[str]  # the variable that tells the container its port
     default_port: Optional[int] = None  # the port the platform sets when nobody chooses
+    source: str = ""  # the page that documents the health check modelled here
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -67,6 +76,7 @@ PLATFORMS: dict[str, Platform] = {
         # https://docs.aws.amazon.com/apprunner/latest/api/API_ImageConfiguration.html
         port_env=None,
         default_port=8080,
+        source="https://docs.aws.amazon.com/apprunner/latest/api/API_HealthCheckConfiguration.html",
     ),
     "cloudrun": Platform(
         name="cloudrun",
@@ -101,6 +111,7 @@ PLATFORMS: dict[str, Platform] = {
         # https://cloud.google.com/run/docs/container-contract#port
         port_env="PORT",
         default_port=8080,
+        source="https://cloud.google.com/run/docs/configuring/healthchecks",
     ),
     "heroku": Platform(
         name="heroku",
@@ -135,6 +146,7 @@ PLATFORMS: dict[str, Platform] = {
         # https://devcenter.heroku.com/articles/dyno-startup-behavior#port-binding-of-web-dynos
         port_env="PORT",
         default_port=None,
+        source="https://devcenter.heroku.com/articles/error-codes#r10-boot-timeout",
     ),
     "ecs": Platform(
         name="ecs",
@@ -163,6 +175,7 @@ PLATFORMS: dict[str, Platform] = {
         stop_timeout_s=30.0,
         port_env=None,  # ports are fixed in the task definition
         default_port=None,
+        source="https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_HealthCheck.html",
     ),
     "kubernetes": Platform(
         name="kubernetes",
@@ -189,6 +202,10 @@ PLATFORMS: dict[str, Platform] = {
         stop_timeout_s=30.0,
         port_env=None,  # containerPort is declared, not passed in a variable
         default_port=None,
+        source=(
+            "https://kubernetes.io/docs/tasks/configure-pod-container/"
+            "configure-liveness-readiness-startup-probes/"
+        ),
     ),
 }
 

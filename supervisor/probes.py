@@ -51,16 +51,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .errors import UsageError
+from .config import HealthCheckSpec, seconds_text
 
-OPTION = "--health-check"
-# When the specification names no value: App Runner's documented defaults,
-# the platform whose check is the strictest of the common ones.
-DEFAULT_INTERVAL_S = 5.0
-DEFAULT_TIMEOUT_S = 2.0
-DEFAULT_HEALTHY = 1
-DEFAULT_UNHEALTHY = 5
-DEFAULT_HTTP_PATH = "/"
 # What platforms count as a healthy HTTP answer (Kubernetes, Cloud Run: 200-399).
 HEALTHY_STATUS = range(200, 400)
 # The stub's payloads: what tells its answer from the app's without changing it.
@@ -83,109 +75,6 @@ class CheckState(enum.Enum):
     @property
     def final(self) -> bool:
         return self in (CheckState.FAILED, CheckState.UNHEALTHY)
-
-
-@dataclass(frozen=True)
-class HealthCheckSpec:
-    protocol: str  # "tcp" or "http"
-    path: str  # HTTP only; "" for TCP
-    interval_s: float
-    timeout_s: float
-    healthy_threshold: int
-    unhealthy_threshold: int
-    grace_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.protocol not in ("tcp", "http"):
-            raise ValueError(f"protocol must be tcp or http, not {self.protocol!r}")
-        if self.interval_s <= 0 or self.timeout_s <= 0 or self.grace_s < 0:
-            raise ValueError("interval and timeout must be positive, grace not negative")
-        if self.healthy_threshold < 1 or self.unhealthy_threshold < 1:
-            raise ValueError("thresholds must be at least 1")
-        if self.protocol == "http" and not self.path.startswith("/"):
-            raise ValueError("an HTTP path must start with /")
-
-    def describe(self) -> str:
-        """The specification in the form ``parse_health_check`` reads."""
-        head = f"http:{self.path}" if self.protocol == "http" else "tcp"
-        text = (
-            f"{head},interval={_seconds(self.interval_s, bare=True)},"
-            f"timeout={_seconds(self.timeout_s, bare=True)},"
-            f"healthy={self.healthy_threshold},unhealthy={self.unhealthy_threshold}"
-        )
-        if self.grace_s:
-            text += f",grace={_seconds(self.grace_s, bare=True)}"
-        return text
-
-
-_KEYS = ("interval", "timeout", "healthy", "unhealthy", "grace")
-_EXPECTED = (
-    "tcp or http:/path, then optional interval=, timeout=, healthy=, unhealthy=, grace= "
-    "(e.g. http:/healthz,interval=5,timeout=2,healthy=1,unhealthy=5,grace=10)"
-)
-
-
-def parse_health_check(text: str, base: Optional[HealthCheckSpec] = None) -> HealthCheckSpec:
-    """``tcp`` or ``http:/path``, then ``key=value`` settings, comma-separated.
-
-    Settings not given come from ``base`` (a platform's preset, so that
-    ``--platform apprunner --health-check http:/healthz`` keeps App Runner's
-    interval and thresholds), else from App Runner's defaults. Durations take
-    the usual forms (``5``, ``5s``, ``500ms``). ``UsageError`` on bad input.
-    """
-    from .config import parse_duration
-
-    def bad(expected: str = _EXPECTED) -> UsageError:
-        return UsageError.bad_value(OPTION, text, expected)
-
-    parts = [part.strip() for part in text.split(",")]
-    kind, _, path = parts[0].partition(":")
-    kind = kind.strip().lower()
-    if kind not in ("tcp", "http"):
-        raise bad()
-    path = path.strip()
-    if kind == "tcp":
-        if path:
-            raise bad("tcp without a path (a path is for http:/path)")
-    else:
-        if not path:
-            path = base.path if base is not None and base.protocol == "http" else DEFAULT_HTTP_PATH
-        if not path.startswith("/") or any(c.isspace() for c in path):
-            raise bad("an HTTP path starting with / and without spaces")
-    settings: dict[str, str] = {}
-    for part in parts[1:]:
-        key, equals, value = part.partition("=")
-        key = key.strip().lower()
-        if not equals or key not in _KEYS or not value.strip():
-            raise bad()
-        if key in settings:
-            raise bad(f"{key}= given once")
-        settings[key] = value.strip()
-
-    def duration(key: str, fallback: float, allow_zero: bool = False) -> float:
-        if key not in settings:
-            return fallback
-        return parse_duration(f"{OPTION} {key}", settings[key], allow_zero=allow_zero)
-
-    def count(key: str, fallback: int) -> int:
-        if key not in settings:
-            return fallback
-        value = settings[key]
-        if not value.isdigit() or not 1 <= int(value) <= 1000:
-            raise UsageError.bad_value(f"{OPTION} {key}", value, "a whole number from 1 to 1000")
-        return int(value)
-
-    return HealthCheckSpec(
-        protocol=kind,
-        path=path if kind == "http" else "",
-        interval_s=duration("interval", base.interval_s if base else DEFAULT_INTERVAL_S),
-        timeout_s=duration("timeout", base.timeout_s if base else DEFAULT_TIMEOUT_S),
-        healthy_threshold=count("healthy", base.healthy_threshold if base else DEFAULT_HEALTHY),
-        unhealthy_threshold=count(
-            "unhealthy", base.unhealthy_threshold if base else DEFAULT_UNHEALTHY
-        ),
-        grace_s=duration("grace", base.grace_s if base else 0.0, allow_zero=True),
-    )
 
 
 # -- probes and results ----------------------------------------------------------
@@ -250,17 +139,6 @@ class HealthCheckResult:
             "passed_at_s": None if self.passed_at_s is None else round(self.passed_at_s, 3),
             "probes": [probe.as_report() for probe in self.probes],
         }
-
-
-def _seconds(value: float, bare: bool = False) -> str:
-    """``0 s``, ``0.3 s``, ``2 s``, ``2.5 s``, ``25 s``: what a person reads in a verdict."""
-    if value >= 10 or value == int(value):
-        number = f"{value:.0f}"
-    elif value >= 0.1:
-        number = f"{value:.1f}".rstrip("0").rstrip(".")
-    else:
-        number = f"{value:.2f}".rstrip("0").rstrip(".") or "0"
-    return number if bare else f"{number} s"
 
 
 def _plural(count: int, word: str) -> str:
@@ -334,7 +212,7 @@ class _Verdict:
         if self.state is CheckState.PASSED:
             return (
                 f"{_plural(len(self._decisive), 'consecutive health check')} succeeded "
-                f"({_details(self._decisive)}) by {_seconds(self.passed_at_s or 0.0)}"
+                f"({_details(self._decisive)}) by {seconds_text(self.passed_at_s or 0.0)}"
             )
         if self.state.final:
             return _failure_phrase(self._decisive)
@@ -377,7 +255,7 @@ def _failure_phrase(probes: tuple[Probe, ...]) -> str:
     start = probes[0].at_s
     end = probes[-1].at_s + probes[-1].duration_s
     text = f"{_plural(len(probes), 'consecutive health check')} {what}"
-    text += f" between {_seconds(start)} and {_seconds(end)}"
+    text += f" between {seconds_text(start)} and {seconds_text(end)}"
     if {p.answered_by for p in probes} == {"stub"}:
         text += " (answered by the supervisor's stub while the app was not ready)"
     return text
@@ -410,12 +288,12 @@ def verdict_text(
     elif result.state is CheckState.UNHEALTHY:
         text = (
             f"{who} would have replaced this instance: {result.reason}, "
-            f"after the check had passed at {_seconds(result.passed_at_s or 0.0)}"
+            f"after the check had passed at {seconds_text(result.passed_at_s or 0.0)}"
         )
     else:
         check = "HTTP " + spec.path if spec.protocol == "http" else "TCP"
         text = (
-            f"{who} had not decided yet ({check} every {_seconds(spec.interval_s)}, "
+            f"{who} had not decided yet ({check} every {seconds_text(spec.interval_s)}, "
             f"healthy after {spec.healthy_threshold}, failed after "
             f"{spec.unhealthy_threshold}): {result.reason}"
         )
@@ -538,6 +416,10 @@ class PlatformHealthCheck:
     # -- the thread --
 
     def _run(self) -> None:
+        if self.spec.protocol == "http":
+            # About 100 ms (more on a loaded machine): paid here, in this thread,
+            # before the first probe, so that it never counts against a timeout.
+            import httpx  # noqa: F401
         next_at = self._started_at
         while not self._stop.is_set():
             wait = next_at - self._clock()
@@ -584,7 +466,7 @@ class PlatformHealthCheck:
         return Probe(at_s, duration, kind is ProbeKind.OK, kind, detail, by)
 
     def _timed_out(self) -> str:
-        return f"timed out ({_seconds(self.spec.timeout_s)})"
+        return f"timed out ({seconds_text(self.spec.timeout_s)})"
 
     def _tcp(self) -> tuple[ProbeKind, str, Optional[str]]:
         host, port = self.address

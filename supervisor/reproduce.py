@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 
-from .config import parse_size
+from .config import CFS_PERIOD_US, MIN_CFS_QUOTA_US
 from .errors import UsageError
 from .values import frozen
 
@@ -46,13 +46,6 @@ if TYPE_CHECKING:
 # What a minimal image (Debian, Alpine, the python images) puts on PATH: enough
 # to find the interpreter and the console scripts a clean environment still needs.
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Docker's own floor for --memory: below this not even the interpreter starts,
-# and the run would report an OOM that says nothing about the app.
-MIN_MEMORY_LIMIT = 6 * 1024 * 1024
-# The CFS period the kernel uses by default (100 ms); the quota is a share of it.
-CFS_PERIOD_US = 100_000
-# The kernel refuses a quota below 1 ms per period.
-MIN_CFS_QUOTA_US = 1_000
 # The group of the child: one per supervisor, recognisable in a listing.
 GROUP_PREFIX = "supervisor-child-"
 # How long ``remove`` waits for killed processes to leave before giving up.
@@ -223,26 +216,7 @@ def reproduce_environment(
     return env
 
 
-# -- option values ----------------------------------------------------------------
-
-
-def parse_memory_limit(text: str, option: str = "--memory-limit") -> int:
-    """``512M``, ``1G``, ``536870912`` to bytes; at least 6 MiB, as Docker requires."""
-    size = parse_size(option, text)
-    if size < MIN_MEMORY_LIMIT:
-        raise UsageError.bad_value(option, text, "a size of at least 6M")
-    return size
-
-
-def parse_cpu_limit(text: str, option: str = "--cpu-limit") -> float:
-    """``0.25``, ``1``, ``2`` CPUs, as ``docker run --cpus``; at least 0.01."""
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise UsageError.bad_value(option, text, "a number of CPUs such as 0.25, 1 or 2") from None
-    if not value >= MIN_CFS_QUOTA_US / CFS_PERIOD_US or value == float("inf"):
-        raise UsageError.bad_value(option, text, "a number of CPUs of at least 0.01")
-    return value
+# -- refusals ----------------------------------------------------------------------
 
 
 def docker_equivalent(memory_limit: Optional[int], cpu_limit: Optional[float]) -> str:
@@ -663,9 +637,7 @@ __all__ = [
     "check_can_unshare_network",
     "docker_equivalent",
     "enter_new_network_namespace",
-    "parse_cpu_limit",
     "parse_env_file",
-    "parse_memory_limit",
     "reproduce_environment",
 ]
 

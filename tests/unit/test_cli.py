@@ -1,71 +1,14 @@
-"""The command line: every bad value is one line, exit 2, and no child."""
+"""The command line and SUPERVISOR_* variables, parsed into one Config."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from supervisor.cli import parse_args
-from supervisor.config import LogFormat, parse_duration, parse_size
+from supervisor.config import HealthCheckSpec, LogFormat
 from supervisor.errors import UsageError
-from tests.conftest import Run
 
-
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        (["--stop-timeout", "3x"], "--stop-timeout"),
-        (["--stop-timeout=-1"], "--stop-timeout"),
-        (["--stop-timeout"], "--stop-timeout"),
-        (["--log-format", "xml"], "--log-format"),
-        (["--kill-group=maybe"], "--kill-group"),
-        (["--no-such-flag"], "--no-such-flag"),
-        (["--report-file="], "--report-file"),
-    ],
-)
-def test_bad_flag_is_one_line_exit_2_and_no_child(
-    supervise: Callable[..., Run], tmp_path: Path, args: list[str], named: str
-) -> None:
-    marker = tmp_path / "started"
-    run = supervise(*args, "--", "touch", str(marker))
-    code, _, err = run.finish()
-    assert code == 2
-    lines = err.decode().splitlines()
-    assert len(lines) == 1, lines
-    assert named in lines[0]
-    assert not marker.exists()
-
-
-def test_missing_command_is_a_usage_error(supervise: Callable[..., Run]) -> None:
-    run = supervise("--kill-group")
-    code, _, err = run.finish()
-    assert code == 2
-    assert "no command given" in err.decode()
-
-
-def test_bad_environment_value_names_the_variable(
-    supervise: Callable[..., Run], tmp_path: Path
-) -> None:
-    marker = tmp_path / "started"
-    run = supervise("touch", str(marker), env={"SUPERVISOR_STOP_TIMEOUT": "soon"})
-    code, _, err = run.finish()
-    assert code == 2
-    assert "SUPERVISOR_STOP_TIMEOUT" in err.decode()
-    assert not marker.exists()
-
-
-def test_help_lists_every_option_and_its_variable(supervise: Callable[..., Run]) -> None:
-    code, out, _ = supervise("--help").finish()
-    assert code == 0
-    text = out.decode()
-    for flag, env in [("--stop-timeout", "SUPERVISOR_STOP_TIMEOUT"),
-                      ("--kill-group", "SUPERVISOR_KILL_GROUP"),
-                      ("--relay-stdout", "SUPERVISOR_RELAY_STDOUT"),
-                      ("--report-file", "SUPERVISOR_REPORT_FILE"),
-                      ("--log-format", "SUPERVISOR_LOG_FORMAT")]:
-        assert flag in text and env in text
+MIB = 1024 * 1024
 
 
 def test_flag_wins_over_environment_variable() -> None:
@@ -82,40 +25,40 @@ def test_double_dash_is_optional_when_the_command_has_no_dash() -> None:
     assert parse_args(["--log-format=json", "--", "x"], {}).log_format is LogFormat.JSON
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("2m", 120.0)]
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration("--x", text) == seconds
+def test_a_platform_lays_its_defaults_under_the_flags_and_says_which() -> None:
+    config = parse_args(["--platform", "apprunner", "--memory-limit", "512M", "true"], {})
+    assert config.platform == "App Runner"
+    assert config.platform_name == "apprunner"
+    assert config.memory_limit == 512 * MIB  # the flag wins
+    assert config.cpu_limit == 1.0  # the preset
+    assert config.health_check == HealthCheckSpec("tcp", "", 5.0, 2.0, 1, 5, 0.0)
+    assert config.from_preset == ("cpu_limit", "health_check")
 
 
-@pytest.mark.parametrize(
-    ("text", "size"), [("512M", 512 << 20), ("1G", 1 << 30), ("536870912", 536870912),
-                       ("1.5GiB", 3 << 29)]
-)
-def test_sizes(text: str, size: int) -> None:
-    assert parse_size("--x", text) == size
+def test_an_explicit_health_check_keeps_the_presets_timing() -> None:
+    config = parse_args(["--platform", "cloudrun", "--health-check", "http:/healthz", "true"],
+                        {"SUPERVISOR_CPU_LIMIT": "0.5"})
+    assert config.health_check == HealthCheckSpec("http", "/healthz", 1.0, 1.0, 1, 1, 239.0)
+    assert config.cpu_limit == 0.5
+    assert config.from_preset == ("memory_limit", "startup_timeout_s", "stop_timeout_s")
+    assert config.stop_timeout_s == 8.0  # 2 s inside Cloud Run's 10 s
 
 
-@pytest.mark.parametrize("text", ["12X", "", "-1M", "0"])
-def test_bad_sizes_name_the_option(text: str) -> None:
-    with pytest.raises(UsageError, match="--memory-limit"):
-        parse_size("--memory-limit", text)
+def test_a_health_check_alone_has_no_platform() -> None:
+    config = parse_args(["--health-check", "tcp,interval=1", "true"], {})
+    assert config.platform is None and config.platform_name is None
+    assert config.from_preset == ()
+    assert config.health_check == HealthCheckSpec("tcp", "", 1.0, 2.0, 1, 5, 0.0)
 
 
-def test_json_log_format_makes_every_supervisor_line_json(supervise: Callable[..., Run]) -> None:
-    import json
-
-    code, _, err = supervise("--log-format", "json", "sh", "-c", "exit 7").finish()
-    assert code == 7
-    records = [json.loads(line) for line in err.decode().splitlines()]
-    assert records and all(r["logger"] == "supervisor" for r in records)
-    assert any(r.get("cause") == "exit_code" for r in records)
-
-
-def test_a_bad_dsn_is_refused_without_echoing_its_key(supervise: Callable[..., Run]) -> None:
-    dsn = "https://sekret-key-123@sentry.example"  # no project id: malformed
-    code, _, err = supervise("--sentry-dsn", dsn, "true").finish()
-    assert code == 2
-    assert "sekret-key-123" not in err.decode()
-    assert "--sentry-dsn" in err.decode()
+@pytest.mark.parametrize("args", [
+    ["--platform", "nope", "true"],
+    ["--health-check", "udp", "true"],
+    ["--memory-limit", "1M", "true"],
+    ["--cpu-limit", "0", "true"],
+])
+def test_bad_reproduction_values_are_usage_errors(args: list[str]) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_args(args, {})
+    assert caught.value.status == 2
+    assert args[0] in str(caught.value)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from supervisor.config import HealthCheckSpec, parse_health_check
 from supervisor.errors import UsageError
 from supervisor.platforms import PLATFORMS, Platform, get_platform
-from supervisor.probes import HealthCheckSpec, parse_health_check
 
 MIB = 1024 * 1024
 

@@ -12,13 +12,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from supervisor.errors import UsageError
 from supervisor.probes import (
     CheckState,
     HealthCheckResult,
     HealthCheckSpec,
     PlatformHealthCheck,
-    parse_health_check,
     verdict_text,
 )
 
@@ -116,38 +114,6 @@ def run_until(check: PlatformHealthCheck, done: Callable[[HealthCheckResult], bo
 
 def is_final(result: HealthCheckResult) -> bool:
     return result.final
-
-
-# -- parsing ------------------------------------------------------------------------
-
-
-def test_parse_health_check_reads_every_setting() -> None:
-    parsed = parse_health_check("http:/healthz,interval=5,timeout=2,healthy=1,unhealthy=5,grace=10")
-    assert parsed == HealthCheckSpec("http", "/healthz", 5.0, 2.0, 1, 5, 10.0)
-    assert parse_health_check(parsed.describe()) == parsed
-
-
-def test_parse_health_check_takes_durations_with_units_and_app_runner_defaults() -> None:
-    parsed = parse_health_check("tcp,interval=500ms")
-    assert parsed == HealthCheckSpec("tcp", "", 0.5, 2.0, 1, 5, 0.0)
-    assert parse_health_check("http").path == "/"
-
-
-def test_parse_health_check_keeps_the_preset_for_what_is_not_given() -> None:
-    preset = HealthCheckSpec("tcp", "", 30.0, 5.0, 1, 3, 0.0)
-    parsed = parse_health_check("http:/ready,timeout=1", base=preset)
-    assert parsed == HealthCheckSpec("http", "/ready", 30.0, 1.0, 1, 3, 0.0)
-
-
-@pytest.mark.parametrize("text", [
-    "", "udp", "http:healthz", "tcp:/x", "http:/x,interval=abc", "http:/x,healthy=0",
-    "http:/x,retries=3", "http:/x,interval", "http:/x,timeout=1,timeout=2", "http:/a b",
-])
-def test_parse_health_check_rejects_bad_input_naming_the_option(text: str) -> None:
-    with pytest.raises(UsageError) as caught:
-        parse_health_check(text)
-    assert "--health-check" in str(caught.value)
-    assert caught.value.status == 2
 
 
 # -- real probes -----------------------------------------------------------------------
