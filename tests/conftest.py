@@ -37,6 +37,35 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+def run_for_wait_status(argv: Sequence[str], timeout: float = 60.0,
+                        env: Optional[dict[str, str]] = None) -> tuple[int, str]:
+    """Run ``argv`` to its end: its real wait status (as ``waitpid`` gives it) and stderr."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as stderr:
+        pid = os.posix_spawn(
+            argv[0], list(argv), dict(os.environ if env is None else env),
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, stderr.fileno(), 2)],
+        )
+        reaped: list[int] = []
+
+        def ended() -> bool:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                reaped.append(status)
+            return bool(reaped)
+
+        try:
+            wait_for(ended, timeout=timeout, what=f"{argv[0]} to end")
+        finally:
+            if not reaped:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        stderr.seek(0)
+        return reaped[0], stderr.read().decode("utf-8", "replace")
+
+
 def child(name: str) -> str:
     return str(CHILDREN / name)
 
