@@ -29,11 +29,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error(str(error))
         return error.status
     log = Logger(config.log_format, lambda data: write_direct(2, data))
-    from .loop import run, send_saved_report
-
     try:
         if config.send_report:
+            from .notify import send_saved_report
+
             return send_saved_report(config, log)
+        from .loop import run
+
         return run(config, os.environ, log)
     except SupervisorError as error:
         log.error(str(error))

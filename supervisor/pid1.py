@@ -18,6 +18,7 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from .log import Logger
     from .reactor import Reactor
 
 FORWARDED_SIGNALS = (
@@ -34,6 +35,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Background reads/writes on a terminal would stop PID 1 itself, as in tini.
 IGNORED_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU)
 PR_SET_CHILD_SUBREAPER = 36
+# How long what is left of the child's group gets between SIGTERM and SIGKILL.
+LEFTOVER_GRACE_S = 1.0
 
 
 def signal_name(signum: int) -> str:
@@ -62,17 +65,26 @@ class SignalInbox:
         self._on_signal = on_signal
         self._target: Optional[int] = None
         self._group = False
-        self._received: collections.deque[tuple[int, bool]] = collections.deque()
+        self._received: collections.deque[list[int | bool]] = collections.deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        # What was there before, put back by close(): as uvicorn does, the
+        # handlers are installed for a scope, not for the rest of the process.
+        self._previous: dict[int, object] = {}
         for signum in (*FORWARDED_SIGNALS, signal.SIGCHLD):
-            signal.signal(signum, self._handle)
+            self._previous[signum] = signal.signal(signum, self._handle)
         for signum in IGNORED_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
+            self._previous[signum] = signal.signal(signum, signal.SIG_IGN)
         reactor.add_reader(self._read_fd, self._drain)
         self._reactor = reactor
+
+    def __enter__(self) -> SignalInbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def arm(self, pid: int, group: bool) -> None:
         """From now on, forward to ``pid`` (or its group) straight from the handler."""
@@ -86,11 +98,14 @@ class SignalInbox:
         self._target = None
 
     def _handle(self, signum: int, frame: object) -> None:
-        forwarded = False
+        # Recorded before forwarding: the child may die of it at once, and the
+        # SIGCHLD that follows runs its handler nested inside this one. It must
+        # queue after this signal, or the loop would reap before it knew of the stop.
+        record = [signum, False]
+        self._received.append(record)
         if signum != signal.SIGCHLD and self._target is not None:
-            forwarded = send_signal(self._target, signum, self._group)
+            record[1] = send_signal(self._target, signum, self._group)
         # The C-level handler already wrote to the wakeup fd: the loop will look.
-        self._received.append((signum, forwarded))
 
     def _drain(self) -> None:
         try:
@@ -100,9 +115,13 @@ class SignalInbox:
             pass
         while self._received:
             signum, forwarded = self._received.popleft()
-            self._on_signal(signum, forwarded)
+            self._on_signal(int(signum), bool(forwarded))
 
     def close(self) -> None:
+        """Put back the handlers and the wakeup fd that were there before."""
+        self._target = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
         self._reactor.remove_reader(self._read_fd)
         signal.set_wakeup_fd(self._previous_wakeup)
         os.close(self._read_fd)
@@ -185,6 +204,28 @@ def group_is_alive(pgid: int) -> bool:
         if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
             return True
     return False
+
+
+def stop_group(pgid: int, reactor: Reactor, log: Logger) -> None:
+    """End what is left of the child's process group: SIGTERM, then SIGKILL.
+
+    The workers of a dead master would otherwise go on holding the port and
+    the pipes outside PID 1 (as PID 1 the kernel would end them anyway), as
+    supervisord's ``killasgroup`` does.
+    """
+    if not send_signal(pgid, signal.SIGTERM, group=True):
+        return  # nobody is left in the group
+    log.info(f"stopping what is left of process group {pgid} "
+             f"(SIGTERM, SIGKILL after {LEFTOVER_GRACE_S:g} s)")
+    deadline = reactor.clock() + LEFTOVER_GRACE_S
+    while reactor.clock() < deadline:
+        reap_all(pgid)  # members re-parented to us leave zombies
+        if not group_is_alive(pgid):
+            reap_all(pgid)  # those that died since the last pass
+            return
+        reactor.run_once(max_wait=0.02)
+    send_signal(pgid, signal.SIGKILL, group=True)
+    reap_all(pgid)
 
 
 def send_signal(pid: int, signum: int, group: bool) -> bool:

@@ -1,8 +1,14 @@
-"""The single-threaded event loop: file descriptors and timers, nothing else.
+"""The single-threaded event loop: file descriptors, timers and worker threads.
 
-Owns: readiness callbacks for fds (via ``selectors``) and a heap of timers.
+Owns: readiness callbacks for fds (via ``selectors``), a heap of timers on an
+injected clock, the hand-back of results from worker threads, and what
+happens when a callback raises.
 Must not know: processes, signals, HTTP or reports. Every other module plugs
 into one ``Reactor`` so that no part of the supervisor can block another.
+
+The clock is injected so that tests can drive every timeout (the stop grace,
+the startup timeout, the reap safety net) on virtual time: with ``advance``
+given, an idle wait does not sleep but moves the clock to the next timer.
 """
 
 from __future__ import annotations
@@ -16,9 +22,17 @@ import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
+    import threading
     from typing import Callable, Optional
 
     Callback = Callable[[], None]
+    # Told which callback raised; returns True when the part was switched off
+    # and the loop may go on, False to let the error end the loop.
+    ErrorHandler = Callable[[BaseException, Callback], bool]
+
+# With a virtual clock, how long one idle wait really lasts: long enough for a
+# real child's exit or signal to come in, short enough to keep tests quick.
+VIRTUAL_IDLE_WAIT_S = 0.005
 
 
 class Timer:
@@ -36,20 +50,27 @@ class Timer:
 
 
 class Reactor:
-    """Dispatches fd readiness and timers until ``stop()`` is called.
+    """Dispatches fd readiness and timers, one callback at a time.
 
-    Callbacks run one at a time in the loop's thread; a callback that raises
-    propagates out of ``run()`` (a bug in the supervisor should be loud).
+    A callback that raises goes to ``on_error``: the supervisor logs it and
+    switches that part off (its reader, writer or timer is dropped), so that a
+    bug in an optional part never takes the app down. Without a handler, or
+    when the handler declines, the error propagates out of ``run_once()``.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        advance: Optional[Callable[[float], None]] = None,
+    ) -> None:
         self._selector = selectors.DefaultSelector()
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._sequence = itertools.count()
-        self._stopped = False
         self.clock = clock
+        self._advance = advance
+        self.on_error: Optional[ErrorHandler] = None
         # Other threads (Sentry delivery, probes) hand results to the loop
         # through this queue and wake it through the pipe.
         self._from_threads: collections.deque[Callback] = collections.deque()
@@ -72,9 +93,6 @@ class Reactor:
     def remove_writer(self, fd: int) -> None:
         if self._writers.pop(fd, None) is not None:
             self._update(fd)
-
-    def is_reading(self, fd: int) -> bool:
-        return fd in self._readers
 
     def _update(self, fd: int) -> None:
         events = 0
@@ -104,6 +122,15 @@ class Reactor:
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(self.clock() + delay, callback)
 
+    def call_every(self, interval: float, callback: Callable[[], bool]) -> None:
+        """Call ``callback`` every ``interval`` seconds for as long as it returns True."""
+
+        def tick() -> None:
+            if callback():
+                self.call_later(interval, tick)
+
+        self.call_later(interval, tick)
+
     # -- other threads ------------------------------------------------------
     def call_soon_threadsafe(self, callback: Callback) -> None:
         """Run ``callback`` in the loop's thread; callable from any thread."""
@@ -114,14 +141,27 @@ class Reactor:
             except (BlockingIOError, OSError):
                 pass  # the pipe is full or closed: the loop is awake anyway
 
-    def enable_threads(self) -> None:
-        """Create the wake-up pipe; call once, in the loop's thread, before any thread starts."""
+    def start_thread(self, work: Callback, name: str) -> threading.Thread:
+        """Run blocking work off the loop; it reports back with ``call_soon_threadsafe``.
+
+        Raises OSError (no pipe: EMFILE) or RuntimeError (no thread: a pids
+        limit, ENOMEM): the caller switches its part off and the loop goes on.
+        """
+        import threading
+
+        self._enable_threads()
+        thread = threading.Thread(target=work, daemon=True, name=name)
+        thread.start()
+        return thread
+
+    def _enable_threads(self) -> None:
         if self._wake_read is not None:
             return
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        self.add_reader(self._wake_read, self._run_from_threads)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._wake_read, self._wake_write = read_fd, write_fd
+        self.add_reader(read_fd, self._run_from_threads)
 
     def _run_from_threads(self) -> None:
         assert self._wake_read is not None
@@ -131,39 +171,44 @@ class Reactor:
         except BlockingIOError:
             pass
         while self._from_threads:
-            self._from_threads.popleft()()
+            self._dispatch(self._from_threads.popleft())
 
     # -- running ------------------------------------------------------------
-    def stop(self) -> None:
-        self._stopped = True
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    def run(self) -> None:
-        self._stopped = False
-        while not self._stopped:
-            self.run_once()
+    def run_until(self, done: Callable[[], bool], deadline: float) -> None:
+        """Keep dispatching until ``done()`` or the deadline (on this reactor's clock)."""
+        while not done() and self.clock() < deadline:
+            self.run_once(max_wait=min(0.05, max(0.0, deadline - self.clock())))
 
     def run_once(self, max_wait: Optional[float] = None) -> None:
         """Wait for at most one batch of events and dispatch it."""
         timeout = self._run_due_timers()
-        if self._stopped:
-            return
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
-        for key, events in self._selector.select(timeout):
+        wait = timeout
+        if self._advance is not None and timeout is not None:
+            wait = min(timeout, VIRTUAL_IDLE_WAIT_S)
+        events = self._selector.select(wait)
+        if not events and self._advance is not None and timeout is not None:
+            self._advance(timeout)  # idle: jump to the next timer
+        for key, mask in events:
             fd = key.fd
-            if events & selectors.EVENT_WRITE:
-                writer = self._writers.get(fd)
-                if writer is not None:
-                    writer()
-            if events & selectors.EVENT_READ:
-                reader = self._readers.get(fd)
-                if reader is not None:
-                    reader()
+            if mask & selectors.EVENT_WRITE and fd in self._writers:
+                self._dispatch(self._writers[fd], fd, self._writers)
+            if mask & selectors.EVENT_READ and fd in self._readers:
+                self._dispatch(self._readers[fd], fd, self._readers)
         self._run_due_timers()
+
+    def _dispatch(
+        self, callback: Callback, fd: int = -1, table: Optional[dict[int, Callback]] = None
+    ) -> None:
+        try:
+            callback()
+        except Exception as error:
+            if self.on_error is None or not self.on_error(error, callback):
+                raise
+            if table is not None and table.get(fd) is callback:
+                table.pop(fd)  # switched off: it raised and would raise again
+                self._update(fd)
 
     def _run_due_timers(self) -> Optional[float]:
         """Run every due timer; return seconds until the next one, or None."""
@@ -176,9 +221,7 @@ class Reactor:
             if delay > 0:
                 return delay
             heapq.heappop(self._timers)
-            timer.callback()
-            if self._stopped:
-                return 0.0
+            self._dispatch(timer.callback)
         return None
 
     def close(self) -> None:

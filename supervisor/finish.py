@@ -1,0 +1,155 @@
+"""The end of a run: cause, report, the human block, Sentry, then the exit status.
+
+Owns: the order of the last steps and building the ``Report`` from
+``RunFacts``. The report file comes first (quick, and the block says whether
+it exists), the block second, Sentry third (bounded by its timeout, the stub
+and signals still served meanwhile), the termination log last.
+Must not know: how the facts were gathered, or how a cause is decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Optional
+
+from .causes import Cause, Outcome, classify
+from .pid1 import signal_name
+from .report import Report, SignalRecord, exception_json, human_block, where_text
+
+if TYPE_CHECKING:
+    import socket
+
+    from .config import Config
+    from .facts import RunFacts
+    from .health import HealthStub
+    from .log import Logger
+    from .memory import TerminationLog
+    from .notify import Notifier
+    from .output import Sink
+    from .probes import HealthCheckResult
+    from .reactor import Reactor
+    from .redact import Redactor
+
+# After the child ended, answer what waits in the backlog for at most this long.
+STUB_LINGER_S = 0.2
+# How long the final lines may wait for a stalled log consumer before giving up.
+FINAL_FLUSH_S = 5.0
+
+
+@dataclasses.dataclass
+class FinishParts:
+    """The parts of the supervisor that the last steps use."""
+
+    config: Config
+    reactor: Reactor
+    log: Logger
+    redact: Redactor
+    notifier: Notifier
+    sinks: list[Sink]
+    stub: Optional[HealthStub] = None
+    listener: Optional[socket.socket] = None
+    termination_log: Optional[TerminationLog] = None
+    health_check: Optional[HealthCheckResult] = None
+
+
+def finish(facts: RunFacts, parts: FinishParts) -> int:
+    """Decide, report and deliver; return the supervisor's own exit status."""
+    outcome = classify(facts.ending())
+    if parts.stub is not None:
+        # Accept again at once: what waits in the backlog gets the cause, not a refusal.
+        parts.stub.take_back(outcome.cause.value)
+    report = build_report(facts, outcome, parts)
+    report_error = _write_report(parts.config, report)
+    verdict = report.extra.get("health_check", {}).get("verdict")
+    parts.log.block(
+        human_block(report, parts.config.report_file, verdict, report_error),
+        level="error" if outcome.cause.is_crash else "info", cause=report.cause,
+    )
+    if parts.notifier.enabled and outcome.cause.is_crash:
+        sent = parts.notifier.send_crash(report.as_json())
+        report = dataclasses.replace(
+            report, sentry_event_id=sent.get("sentry_event_id"),
+            extra={**report.extra, "sentry": sent["sentry"]},
+        )
+        _write_report(parts.config, report)
+    if parts.termination_log is not None and parts.termination_log.enabled:
+        parts.termination_log.write_final(f"{report.cause}: {report.summary}")
+    _linger(parts)
+    deadline = parts.reactor.clock() + FINAL_FLUSH_S
+    for sink in parts.sinks:
+        sink.flush(deadline, parts.reactor.clock)
+    return outcome.status
+
+
+def build_report(facts: RunFacts, outcome: Outcome, parts: FinishParts) -> Report:
+    config, redact = parts.config, parts.redact
+    memory = facts.memory
+    extra: dict[str, Any] = {"handoff": facts.handoff}
+    if outcome.cause is Cause.OOM_KILLED and memory is not None:
+        extra["oom_evidence"] = memory.oom_evidence
+    if parts.health_check is not None and config.health_check is not None:
+        from .probes import verdict_text
+
+        check = parts.health_check.as_report()
+        check["verdict"] = verdict_text(
+            config.platform, parts.health_check, config.health_check, where_text(outcome)
+        )
+        extra["health_check"] = check
+    if config.memory_limit is not None or config.cpu_limit is not None:
+        extra["limits"] = {"memory_bytes": config.memory_limit, "cpus": config.cpu_limit}
+    exit = facts.exit
+    return Report(
+        cause=outcome.cause.value,
+        summary=redact.text(outcome.summary),
+        phase=facts.phase,
+        exit_code=None if exit is None else exit.code,
+        signal=None if exit is None or exit.signal is None else signal_name(exit.signal),
+        status=outcome.status,
+        command=tuple(redact.argv(facts.argv)),
+        pid=facts.pid,
+        started_at=facts.started_at,
+        ended_at=facts.ended_at,
+        uptime_s=facts.uptime_s,
+        ready_after_s=facts.ready_after_s,
+        signals_received=tuple(SignalRecord(name, at) for name, at in facts.signals),
+        exception=exception_json(outcome, redact),
+        stderr_tail=redact.text(facts.stderr_tail),
+        where=where_text(outcome),
+        memory=memory.as_report() if memory is not None else None,
+        memory_line=memory.sparkline() if memory is not None else None,
+        extra=extra,
+    )
+
+
+def _write_report(config: Config, report: Report) -> Optional[str]:
+    """Write the report file if asked; return why it could not be written."""
+    if not config.report_file:
+        return None
+    from .report import write_report_file
+
+    try:
+        write_report_file(config.report_file, report.as_json())
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def _linger(parts: FinishParts) -> None:
+    """Answer the callers already in the backlog with the cause, then close the stub."""
+    stub = parts.stub
+    if stub is None:
+        return
+    parts.reactor.run_until(lambda: _stub_idle(stub, parts.listener),
+                            parts.reactor.clock() + STUB_LINGER_S)
+    stub.close()
+
+
+def _stub_idle(stub: HealthStub, listener: Optional[socket.socket]) -> bool:
+    """No open connection and none waiting in the listener's backlog."""
+    if stub.connection_count or listener is None:
+        return stub.connection_count == 0
+    import select
+
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    return not poller.poll(0)
