@@ -1,8 +1,9 @@
-"""The platform's health check against real servers on 127.0.0.1, and its verdict in words."""
+"""The platform's health check sent to real servers on 127.0.0.1, and what it decided."""
 
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import threading
@@ -12,15 +13,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from supervisor.probes import (
-    CheckState,
-    HealthCheckResult,
-    HealthCheckSpec,
-    PlatformHealthCheck,
-    verdict_text,
-)
+from supervisor.config import HealthCheckSpec
+from supervisor.prober import PlatformHealthCheck
+from supervisor.verdict import CheckState, HealthCheckResult, verdict_text
 
-FAST = {"interval_s": 0.1, "timeout_s": 0.1}
+# Probes every 0.1 s; a timeout that a loaded machine still meets.
+FAST = {"interval_s": 0.1, "timeout_s": 0.5}
 Address = tuple[str, int]
 
 
@@ -141,8 +139,9 @@ def test_http_503_fails_after_the_unhealthy_threshold(http_server: Served) -> No
     result = run_until(check, is_final)
     assert result.state is CheckState.FAILED and not result.passed
     assert result.checks == 3 and result.failures == 3
-    assert result.reason.startswith(
-        "3 consecutive health checks answered HTTP 503 between 0 s and ")
+    # The first probe goes at once: "between 0 s" on a quiet machine, a few ms later on a busy one.
+    assert re.match(r"3 consecutive health checks answered HTTP 503 between [0-9.]+ s and ",
+                    result.reason)
     text = verdict_text("App Runner", result, check.spec, "app/main.py:7 in startup")
     assert text.startswith("App Runner would have failed this deployment: 3 consecutive")
     assert text.endswith("; the app was still in app/main.py:7 in startup")
@@ -174,9 +173,10 @@ def test_a_server_that_never_answers_times_out(silent_server: Address) -> None:
     result = run_until(check, is_final)
     assert result.state is CheckState.FAILED
     assert result.failures == 3
-    assert {p.detail for p in result.probes} == {"timed out (0.1 s)"}
+    assert {p.detail for p in result.probes} == {"timed out (0.5 s)"}
     assert result.answered_by is None
-    assert result.reason.startswith("3 consecutive health checks timed out (0.1 s) between 0 s")
+    assert re.match(r"3 consecutive health checks timed out \(0\.5 s\) between [0-9.]+ s and ",
+                    result.reason)
 
 
 def test_tcp_check_against_a_silent_listener_passes(silent_server: Address) -> None:
@@ -302,3 +302,101 @@ def test_the_real_stub_answering_200_passes_the_check(
     check = PlatformHealthCheck(spec(), real_stub(200))
     result = run_until(check, lambda r: r.passed)
     assert result.answered_by == "stub"
+
+
+# -- what is not a clean HTTP answer ---------------------------------------------------------
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], Address]]:
+    """A listener whose every connection is given to ``answer``, in a thread."""
+    sockets: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def start(answer: Callable[[socket.socket], None]) -> Address:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.05)
+        sockets.append(listener)
+
+        def serve() -> None:
+            while not stopping.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                sockets.append(conn)
+                answer(conn)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return "127.0.0.1", int(listener.getsockname()[1])
+
+    yield start
+    stopping.set()
+    for sock in sockets:
+        sock.close()
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    conn.settimeout(2)
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_something_that_is_not_http_is_an_error_not_a_pass(raw_server: Any) -> None:
+    def answer(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        conn.close()
+
+    result = run_until(PlatformHealthCheck(spec(unhealthy=2), raw_server(answer)), is_final)
+    assert result.state is CheckState.FAILED
+    assert {p.detail for p in result.probes} == {"not an HTTP answer ('SSH-2.0-OpenSSH_9.2')"}
+
+
+def test_a_connection_closed_without_an_answer_fails(raw_server: Any) -> None:
+    def answer(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.close()
+
+    result = run_until(PlatformHealthCheck(spec(unhealthy=2), raw_server(answer)), is_final)
+    assert result.state is CheckState.FAILED
+    assert {p.detail for p in result.probes} == {"not an HTTP answer (closed before an answer)"}
+
+
+def test_a_body_that_never_ends_times_out(raw_server: Any) -> None:
+    def answer(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+
+    result = run_until(PlatformHealthCheck(spec(unhealthy=2), raw_server(answer)), is_final)
+    assert result.state is CheckState.FAILED
+    assert {p.detail for p in result.probes} == {"timed out (0.5 s)"}
+
+
+def test_the_request_is_one_get_with_a_host_on_a_fresh_connection(raw_server: Any) -> None:
+    requests: list[bytes] = []
+
+    def answer(conn: socket.socket) -> None:
+        requests.append(_read_request(conn))
+        conn.sendall(b"HTTP/1.0 204 No Content\r\n\r\n")
+        conn.close()
+
+    address = raw_server(answer)
+    result = run_until(PlatformHealthCheck(spec(healthy=2), address), lambda r: r.passed)
+    assert [p.detail for p in result.probes] == ["HTTP 204", "HTTP 204"]
+    lines = requests[0].decode().split("\r\n")
+    assert lines[0] == "GET /healthz HTTP/1.1"
+    assert f"Host: 127.0.0.1:{address[1]}" in lines
+    assert "Connection: close" in lines
+
+
+def test_an_impossible_spec_is_refused() -> None:
+    with pytest.raises(ValueError, match="thresholds"):
+        PlatformHealthCheck(HealthCheckSpec("tcp", "", 1, 1, 0, 1), ("127.0.0.1", 1))
