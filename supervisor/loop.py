@@ -48,19 +48,19 @@ if TYPE_CHECKING:
     from .facts import RunFacts
     from .finish import FinishParts
     from .health import HealthStub
-    from .memory import MemoryFacts, MemoryWatcher, TerminationLog
+    from .memory import MemoryFacts, MemoryWatcher
     from .notify import Notifier
-    from .prober import PlatformHealthCheck
+    from .platform_check import PlatformCheck
     from .readiness import ReadinessWatcher, Strategy
     from .redact import Redactor
     from .relay import Relay, Tail
     from .reproduce import ChildCgroup
+    from .watch import Watch
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
 REAP_INTERVAL_S = 1.0
 # After SIGABRT for a stack dump, how long faulthandler gets before SIGKILL.
 ABORT_GRACE_S = 2.0
-TERMINATION_STATUS_EVERY_S = 10.0
 # After the spawn, the loop first serves the stub; memory and readiness start then.
 WATCH_DELAY_S = 0.01
 
@@ -123,9 +123,8 @@ class Supervisor:
         self.tail: Optional[Tail] = None
         self.stub: Optional[HealthStub] = None
         self.readiness: Optional[ReadinessWatcher] = None
-        self.memory: Optional[MemoryWatcher] = None
-        self.termination_log: Optional[TerminationLog] = None
-        self.health_check: Optional[PlatformHealthCheck] = None
+        self.watch: Optional[Watch] = None
+        self.health_check: Optional[PlatformCheck] = None
         self._notifier: Optional[Notifier] = None
         self._redact: Optional[Redactor] = None
 
@@ -287,15 +286,16 @@ class Supervisor:
             )
         elif not become_subreaper():
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
-        self.notifier  # noqa: B018 (a malformed SENTRY_DSN is said now, not at the end)
-        self.memory = self._create_memory_watcher()
-        self.reactor.call_every(self.config.memory_interval_s, self._sample_memory)
         from .memory import TerminationLog
+        from .watch import Watch
 
-        self.termination_log = TerminationLog(self.config.termination_log)
-        if self.termination_log.enabled:
-            self._write_termination_status()
-            self.reactor.call_every(TERMINATION_STATUS_EVERY_S, self._write_termination_status)
+        notifier, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
+        self.watch = Watch(
+            self.reactor, self.log, self._create_memory_watcher(),
+            self.config.memory_interval_s, TerminationLog(self.config.termination_log),
+            phase=lambda: self.phase.value, alive=lambda: self.reaped is None,
+            warn=lambda text, context: notifier.send_memory_warning(redact.text(text), context),
+        )
         if self.phase is Phase.STARTING:
             self._watch_readiness()
 
@@ -309,7 +309,6 @@ class Supervisor:
             self.readiness.stop()
         if self.health_check is not None:
             self.health_check.stop()
-            self.reactor.remove_reader(self.health_check.wakeup_fd)
 
     def _finish(self, exec_failure: Optional[ExecFailure] = None) -> int:
         from .finish import finish
@@ -370,8 +369,8 @@ class Supervisor:
             from .appcheck import warn_if_health_path_missing
 
             warn_if_health_path_missing(self.reactor, self.log, address, self.config.health_path)
-        if self.termination_log is not None and self.termination_log.enabled:
-            self._write_termination_status()
+        if self.watch is not None:
+            self.watch.write_status()
 
     def _on_startup_timeout(self) -> None:
         self._reap()  # as in _on_stop_timeout: an end at the deadline is that end
@@ -399,46 +398,32 @@ class Supervisor:
         spec = self.config.health_check
         if spec is None:
             return
-        from .prober import PlatformHealthCheck
+        from .platform_check import PlatformCheck
 
         if self.listener is not None:
             address = loopback_address(self.listener)
         else:
             address = ("127.0.0.1", self.config.port or 8000)
         stub = self.stub
-        self.health_check = PlatformHealthCheck(
-            spec, address,
+        self.health_check = PlatformCheck(
+            self.reactor, self.log, spec, self.config.platform, address,
             stub_active=lambda: stub is not None and stub.phase.value != "ready",
+            on_give_up=self._on_platform_gives_up,
         )
-        self.reactor.add_reader(self.health_check.wakeup_fd, self._on_health_check)
-        self.health_check.start()
-        self.log.info(f"probing {address[0]}:{address[1]} as "
-                      f"{self.config.platform or 'the platform'} would: {spec.describe()}")
 
-    def _on_health_check(self) -> None:
-        assert self.health_check is not None
-        result = self.health_check.take_wakeup()
-        if not result.final and not result.passed:
-            return
-        who = self.config.platform or "the platform"
-        if result.passed:
-            # Probing goes on (a later failure would replace the instance).
-            self.log.info(f"{who}'s health check passed: {result.reason}")
-            return
-        self.reactor.remove_reader(self.health_check.wakeup_fd)
+    def _on_platform_gives_up(self, reason: str) -> None:
         if self.reaped is not None:
             return
         if self.phase is Phase.STARTING:
             # The platform stops the container here; a stack dump says where it was.
             self.startup_timed_out = True
             self.startup_summary = "not ready when the platform's health check gave up"
-            self.log.warning(f"{who} would give up now ({result.reason}): stopping the app, "
-                             "SIGABRT for a stack dump, then SIGKILL")
+            self.log.warning(f"{reason}: stopping the app, SIGABRT for a stack dump, "
+                             "then SIGKILL")
             self._abort_for_stack_dump()
         else:
-            self.log.warning(f"{who} would replace this instance now: {result.reason}")
+            self.log.warning(reason.replace("would give up now", "would replace this instance now"))
 
-    # -- memory ----------------------------------------------------------------
     def _create_memory_watcher(self) -> MemoryWatcher:
         assert self.pid is not None
         from .memory import MemoryWatcher
@@ -449,32 +434,6 @@ class Supervisor:
         )
         watcher.start(self.pid, self.started_mono)
         return watcher
-
-    def _sample_memory(self) -> bool:
-        if self.reaped is not None or self.memory is None:
-            return False
-        warning = self.memory.sample()
-        if warning is not None:
-            self.log.warning(warning.message())
-            last = self.memory.last_sample
-            context = {} if last is None or last.cgroup is None else {
-                "usage_bytes": last.cgroup.usage_bytes,
-                "cgroup_limit_bytes": last.cgroup.limit_bytes,
-                "peak_rss_bytes": last.tree_rss_bytes,
-            }
-            self.notifier.send_memory_warning(self.redact.text(warning.message()), context)
-        if self.memory.disabled_reason is not None:
-            self.log.warning(self.memory.disabled_reason)
-            return False
-        return True
-
-    def _write_termination_status(self) -> bool:
-        if self.termination_log is None or self.memory is None:
-            return False
-        self.termination_log.write_status(
-            f"supervisor: {self.phase.value}; {self.memory.status()}"
-        )
-        return self.reaped is None
 
     # -- signals and reaping -------------------------------------------------------
     def _on_signal(self, signum: int, forwarded: bool) -> None:
@@ -581,23 +540,21 @@ class Supervisor:
     def _memory_facts(self, exit: Optional[ExitStatus]) -> Optional[MemoryFacts]:
         if self.reaped is None or exit is None:
             return None
-        if self.memory is None:
-            # It ended before the watchers started: wait4's figures still count.
-            self.memory = self._create_memory_watcher()
-        return self.memory.finish(self.reaped.max_rss_bytes,
-                                  killed_by_sigkill=exit.signal == signal.SIGKILL)
+        # It may have ended before the watchers started: wait4's figures still count.
+        memory = self.watch.memory if self.watch is not None else self._create_memory_watcher()
+        facts: MemoryFacts = memory.finish(self.reaped.max_rss_bytes,
+                                           killed_by_sigkill=exit.signal == signal.SIGKILL)
+        return facts
 
     def _finish_parts(self) -> FinishParts:
         from .finish import FinishParts
 
-        result = None
-        if self.health_check is not None:
-            result = self.health_check.result()
-            self.health_check.close()
+        result = self.health_check.result() if self.health_check is not None else None
         return FinishParts(
             config=self.config, reactor=self.reactor, log=self.log, redact=self.redact,
             notifier=self.notifier, sinks=self.sinks, stub=self.stub, listener=self.listener,
-            termination_log=self.termination_log, health_check=result,
+            termination_log=self.watch.termination_log if self.watch is not None else None,
+            health_check=result,
         )
 
     @property

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # With a virtual clock, how long one idle wait really lasts: long enough for a
 # real child's exit or signal to come in, short enough to keep tests quick.
-VIRTUAL_IDLE_WAIT_S = 0.005
+VIRTUAL_IDLE_WAIT_S = 0.001
 
 
 class Timer:
