@@ -1,8 +1,11 @@
 """Relaying the child's output byte for byte, and keeping a bounded tail.
 
 Owns: reading the child's pipes, coalescing small writes, back-pressure when
-our own output is congested, and the tail kept for the report.
-Must not know: what the bytes mean (``tracebacks`` parses the tail).
+our own output is congested, the tail kept for the report, and taking the
+import profile's ``import time:`` lines out of the stream when the supervisor
+asked the child for them (they never reach the user's log or the tail).
+Must not know: what the bytes mean (``tracebacks`` parses the tail,
+``importprofile`` the ``import time:`` lines).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from .output import Sink
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable, Optional, Union
 
+    from .importprofile import ImportProfile
     from .reactor import Reactor, Timer
+
+    Piece = Union[bytes, memoryview]
 
 READ_SIZE = 1 << 20
 # A read shorter than this means the child writes in small pieces: wait a
@@ -52,16 +58,148 @@ class Tail:
         return "\n".join(lines)
 
 
+class ImportLineFilter:
+    """Takes CPython's ``import time:`` lines out of a stream, keeping all else in order.
+
+    Everything else passes at once, in the pieces it came in, except a line
+    start that could still become ``import time:`` (at most that many bytes,
+    held until the next read). An ``import time:`` line is held until its
+    newline, up to ``MAX_LINE`` bytes: longer, it is the app's text and passes.
+    A 100 MB line costs nothing but the searches; invalid UTF-8 is just bytes.
+    It also notes uvicorn's start-up lines (``MILESTONES``) in the first
+    ``WATCH_BYTES`` of output.
+    """
+
+    WATCH_BYTES = 4 << 20
+
+    def __init__(
+        self, on_line: Callable[[bytes], None],
+        on_mark: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        from .importprofile import MARKER, MAX_LINE, MILESTONES, is_import_line
+
+        self._on_line = on_line
+        self._on_mark = on_mark
+        self._marker = MARKER
+        self._newline_marker = b"\n" + MARKER
+        self._max_line = MAX_LINE
+        self._is_import_line = is_import_line
+        self._watch = list(MILESTONES) if on_mark is not None else []
+        self._watched = 0
+        self._held = b""
+        self._at_line_start = True
+
+    def feed(self, data: bytes | bytearray, n: int, emit: Callable[[Piece], None]) -> None:
+        """Pass ``data[:n]`` to ``emit`` without the import lines, in order."""
+        if self._held:
+            data = self._held + data[:n]
+            n = len(data)
+            self._held = b""
+        if self._watch:
+            self._look_for_milestones(data, n)
+        with memoryview(data) as view:
+            start = self._scan(data, n, view, emit)
+            if start < n:
+                with view[start:n] as rest:
+                    emit(rest)
+
+    def _scan(
+        self, data: bytes | bytearray, n: int, view: memoryview, emit: Callable[[Piece], None]
+    ) -> int:
+        """Emit up to each import line and hand the line over; return where output resumes."""
+        marker, size = self._marker, len(self._marker)
+        start = pos = 0
+        if not self._at_line_start:
+            newline = data.find(b"\n", 0, n)
+            if newline < 0:
+                return 0
+            pos = newline + 1
+        while pos < n:
+            if not data.startswith(marker, pos, n):
+                if n - pos < size and marker.startswith(bytes(data[pos:n])):
+                    return self._hold(data, n, pos, start, view, emit)
+                found = data.find(self._newline_marker, pos, n)
+                if found >= 0:
+                    pos = found + 1
+                    continue
+                last = data.rfind(b"\n", pos, n)
+                tail = n - last - 1 if last >= 0 else -1
+                if 0 < tail < size and marker.startswith(bytes(data[last + 1:n])):
+                    return self._hold(data, n, last + 1, start, view, emit)
+                self._at_line_start = tail == 0
+                return start
+            newline = data.find(b"\n", pos, min(n, pos + self._max_line + 1))
+            if newline < 0:
+                if n - pos <= self._max_line:
+                    return self._hold(data, n, pos, start, view, emit)
+                # Too long for an import line: the app's text, which passes as it is.
+                newline = data.find(b"\n", pos + self._max_line, n)
+                if newline < 0:
+                    self._at_line_start = False
+                    return start
+                pos = newline + 1
+                continue
+            line = bytes(data[pos:newline])
+            if self._is_import_line(line):
+                if pos > start:
+                    with view[start:pos] as before:
+                        emit(before)
+                self._on_line(line)
+                start = newline + 1
+            pos = newline + 1
+        self._at_line_start = True
+        return start
+
+    def _hold(
+        self, data: bytes | bytearray, n: int, pos: int, start: int, view: memoryview,
+        emit: Callable[[Piece], None],
+    ) -> int:
+        """Keep ``data[pos:n]`` (a possible import line's start) for the next read."""
+        if pos > start:
+            with view[start:pos] as before:
+                emit(before)
+        self._held = bytes(data[pos:n])
+        self._at_line_start = True
+        return n
+
+    def flush(self) -> bytes:
+        """What is held back, at the end of the stream: it was not an import line."""
+        held, self._held = self._held, b""
+        return held
+
+    def _look_for_milestones(self, data: bytes | bytearray, n: int) -> None:
+        assert self._on_mark is not None
+        for item in list(self._watch):
+            if data.find(item[1], 0, n) >= 0:
+                self._watch.remove(item)
+                self._on_mark(item[0])
+        self._watched += n
+        if self._watched > self.WATCH_BYTES:
+            self._watch = []
+
+
+def import_filter(
+    profile: ImportProfile, clock: Callable[[], float], started: float
+) -> ImportLineFilter:
+    """A filter that feeds ``profile``, each line stamped with its arrival after ``started``."""
+    return ImportLineFilter(
+        on_line=lambda line: profile.add_line(line, clock() - started),
+        on_mark=lambda name: profile.mark(name, clock() - started),
+    )
+
+
 class Relay:
     """Copies one pipe from the child to one of our streams, as it comes."""
 
     def __init__(
-        self, reactor: Reactor, source_fd: int, sink: Sink, tail: Optional[Tail] = None
+        self, reactor: Reactor, source_fd: int, sink: Sink, tail: Optional[Tail] = None,
+        line_filter: Optional[ImportLineFilter] = None,
     ) -> None:
         self._reactor = reactor
         self._fd = source_fd
         self._sink = sink
         self._tail = tail
+        self._filter = line_filter
         self._buffer = bytearray(READ_SIZE)
         self._resume_timer: Optional[Timer] = None
         self.closed = False
@@ -93,13 +231,19 @@ class Relay:
         if count == 0:
             self._close()
             return 0
-        with memoryview(self._buffer)[:count] as chunk:
-            self._sink.write(chunk)
-            if self._tail is not None:
-                self._tail.append(chunk)
-            if self.on_chunk is not None:
-                self.on_chunk(bytes(chunk))
+        if self._filter is not None:
+            self._filter.feed(self._buffer, count, self._pass)
+        else:
+            with memoryview(self._buffer)[:count] as chunk:
+                self._pass(chunk)
         return count
+
+    def _pass(self, chunk: Piece) -> None:
+        self._sink.write(chunk)
+        if self._tail is not None:
+            self._tail.append(chunk)
+        if self.on_chunk is not None:
+            self.on_chunk(bytes(chunk))
 
     def _resume(self) -> None:
         self._resume_timer = None
@@ -122,6 +266,10 @@ class Relay:
     def _close(self) -> None:
         if self.closed:
             return
+        if self._filter is not None:
+            held = self._filter.flush()
+            if held:
+                self._pass(held)
         self.closed = True
         self._reactor.remove_reader(self._fd)
         os.close(self._fd)
