@@ -58,7 +58,7 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
     if parts.stub is not None:
         # Accept again at once: what waits in the backlog gets the cause, not a refusal.
         parts.stub.take_back(outcome.cause.value)
-    report = build_report(facts, outcome, parts)
+    report = redacted(build_report(facts, outcome, parts), parts.redact)
     report_error = _write_report(parts.config, report)
     verdict = report.extra.get("health_check", {}).get("verdict")
     parts.log.block(
@@ -82,7 +82,7 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
 
 
 def build_report(facts: RunFacts, outcome: Outcome, parts: FinishParts) -> Report:
-    config, redact = parts.config, parts.redact
+    config = parts.config
     memory = facts.memory
     extra: dict[str, Any] = {"handoff": facts.handoff}
     if outcome.cause is Cause.OOM_KILLED and memory is not None:
@@ -100,25 +100,36 @@ def build_report(facts: RunFacts, outcome: Outcome, parts: FinishParts) -> Repor
     exit = facts.exit
     return Report(
         cause=outcome.cause.value,
-        summary=redact.text(outcome.summary),
+        summary=outcome.summary,
         phase=facts.phase,
         exit_code=None if exit is None else exit.code,
         signal=None if exit is None or exit.signal is None else signal_name(exit.signal),
         status=outcome.status,
-        command=tuple(redact.argv(facts.argv)),
+        command=facts.argv,
         pid=facts.pid,
         started_at=facts.started_at,
         ended_at=facts.ended_at,
         uptime_s=facts.uptime_s,
         ready_after_s=facts.ready_after_s,
         signals_received=tuple(SignalRecord(name, at) for name, at in facts.signals),
-        exception=exception_json(outcome, redact),
-        stderr_tail=redact.text(facts.stderr_tail),
+        exception=exception_json(outcome),
+        stderr_tail=facts.stderr_tail,
         where=where_text(outcome),
         memory=memory.as_report() if memory is not None else None,
         memory_line=memory.sparkline() if memory is not None else None,
         extra=extra,
     )
+
+
+def redacted(report: Report, redact: Redactor) -> Report:
+    """The one redaction pass: every string of the report, before anything leaves.
+
+    The file, the block, the termination log and Sentry are all made from what
+    this returns, so no output can miss a secret that another one masks.
+    """
+    fields = {field.name: getattr(report, field.name) for field in dataclasses.fields(report)}
+    masked = {name: redact.json(value) for name, value in fields.items() if name != "command"}
+    return Report(command=tuple(redact.argv(report.command)), **masked)
 
 
 def _write_report(config: Config, report: Report) -> Optional[str]:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .readiness import ReadinessWatcher, Strategy
     from .redact import Redactor
     from .relay import Relay, Tail
-    from .reproduce import ChildCgroup
+    from .child_cgroup import ChildCgroup
     from .watch import Watch
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
@@ -160,19 +160,19 @@ class Supervisor:
         config = self.config
         base: Mapping[str, str] = self.environ
         if config.env_file is not None or config.clean_env:
-            from .reproduce import parse_env_file, reproduce_environment
+            from .envfile import parse_env_file, reproduce_environment
 
             values = parse_env_file(config.env_file) if config.env_file else {}
             base = reproduce_environment(self.environ, values, config.clean_env)
         self.child_env = child_environment(base)
         steps: list[Callable[[], None]] = []
         if config.no_network:
-            from .reproduce import check_can_unshare_network, enter_new_network_namespace
+            from .netns import check_can_unshare_network, enter_new_network_namespace
 
             check_can_unshare_network()
             steps.append(enter_new_network_namespace)
         if config.memory_limit is not None or config.cpu_limit is not None:
-            from .reproduce import ChildCgroup
+            from .child_cgroup import ChildCgroup
 
             self.cgroup = ChildCgroup.create(config.memory_limit, config.cpu_limit)
             steps.append(self.cgroup.join_in_child)
@@ -563,7 +563,8 @@ class Supervisor:
             from .redact import Redactor
 
             # The child's variables too: an env file's secrets are masked as well.
-            self._redact = Redactor.from_environ({**self.child_env, **self.environ})
+            self._redact = Redactor.from_environ({**self.child_env, **self.environ},
+                                                 argv=self.config.command)
         return self._redact
 
     @property

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .causes import Outcome, frame_text
-from .redact import Redactor
 from .tracebacks import Frame, ParsedException
 
 # Lines of the tail repeated under the block: the full text was relayed above it.
@@ -101,21 +100,21 @@ def _frame_json(frame: Frame) -> dict[str, Any]:
     }
 
 
-def _exception_json(exc: ParsedException, redact: Redactor) -> dict[str, Any]:
+def _exception_json(exc: ParsedException) -> dict[str, Any]:
     return {
         "type": exc.type,
-        "value": redact.text(exc.value),
+        "value": exc.value,
         "frames": [_frame_json(f) for f in exc.frames],
     }
 
 
-def exception_json(outcome: Outcome, redact: Redactor) -> Optional[dict[str, Any]]:
+def exception_json(outcome: Outcome) -> Optional[dict[str, Any]]:
     if outcome.traceback is not None:
-        data = _exception_json(outcome.traceback.exception, redact)
-        data["chain"] = [_exception_json(e, redact) for e in outcome.traceback.chain]
+        data = _exception_json(outcome.traceback.exception)
+        data["chain"] = [_exception_json(e) for e in outcome.traceback.chain]
         return data
     if outcome.fault is not None:
-        data = _exception_json(outcome.fault.as_exception(), redact)
+        data = _exception_json(outcome.fault.as_exception())
         data["chain"] = []
         return data
     return None

@@ -192,7 +192,7 @@ def test_a_real_crash_with_secrets_in_argv_and_source_is_masked(tmp_path: Path) 
     report = redact.json({
         "summary": outcome.summary,
         "command": argv,
-        "exception": exception_json(outcome, redact),
+        "exception": redact.json(exception_json(outcome)),
         "stderr_tail": tail,
     })
     text = json.dumps(report)

@@ -18,7 +18,6 @@ import pytest
 
 from supervisor.causes import Ending, classify
 from supervisor.child import ExitStatus
-from supervisor.redact import Redactor
 from supervisor.report import (
     HUMAN_TAIL_LINES,
     Report,
@@ -106,7 +105,7 @@ def test_as_json_extra_fields_sit_beside_the_contract() -> None:
 def test_exception_json_from_a_real_traceback(crash: tuple[ExitStatus, str, Path]) -> None:
     status, tail, app = crash
     outcome = classify(Ending(exit=status, stderr_tail=tail))
-    exception = exception_json(outcome, Redactor([]))
+    exception = exception_json(outcome)
     assert exception is not None
     assert exception["type"] == "KeyError"
     assert exception["value"] == "'DATABASE_URL'"
@@ -127,7 +126,7 @@ def test_exception_json_from_a_real_traceback(crash: tuple[ExitStatus, str, Path
 
 def test_exception_json_is_none_without_a_stack() -> None:
     outcome = classify(Ending(exit=ExitStatus(code=3, signal=None)))
-    assert exception_json(outcome, Redactor([])) is None
+    assert exception_json(outcome) is None
     assert where_text(outcome) is None
 
 
