@@ -3,7 +3,8 @@
 Owns: finding the writable memory controller this process is in (from
 /proc/self/cgroup and the mount table, independently of the module under
 test), creating a child group with a limit, putting a process into it before
-exec, and removing it afterwards, killing whatever is left inside.
+exec, and removing it afterwards, killing whatever is left inside; and the
+``spawn`` and ``memory_group`` fixtures built on that.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Optional
+
+import pytest
 
 
 @dataclass(frozen=True)
@@ -151,3 +156,53 @@ def remove(group: str, deadline_s: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    """Files as a cgroup directory holds them, for readers tested off a real hierarchy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+# -- fixtures (import them by name into a test module) --------------------------------
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a child script in its own session; kill its whole group at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        *argv: str, group: Optional[str] = None, stdout: int = subprocess.PIPE
+    ) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=stdout,
+            start_new_session=True,
+            preexec_fn=join(group) if group is not None else None,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
+            process.wait(timeout=10)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def memory_group() -> Iterator[Callable[..., str]]:
+    """Make memory cgroups nested under this process's own; remove them at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def make(limit_bytes: Optional[int], parent: Optional[str] = None) -> str:
+            return stack.enter_context(memory_cgroup(limit_bytes, parent=parent))
+
+        yield make

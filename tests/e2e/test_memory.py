@@ -7,7 +7,6 @@ usable v2 memory controller.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -15,24 +14,24 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import psutil
 import pytest
 
+from supervisor.cgroups import CgroupMemory
 from supervisor.memory import (
-    CgroupMemory,
-    CgroupSnapshot,
     MemoryFacts,
     MemoryWarning,
     MemoryWatcher,
     TerminationLog,
     Timeline,
-    raise_oom_score_adj,
 )
 from tests import cgroups
+from tests.cgroups import memory_group, spawn, write_files
+
+__all__ = ["memory_group", "spawn"]  # fixtures, used by name
 
 MIB = 1024 * 1024
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
@@ -71,46 +70,6 @@ def killed_by_sigkill(status: int) -> bool:
     return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start a child script in its own session; kill its whole group at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        *argv: str, group: Optional[str] = None, stdout: int = subprocess.PIPE
-    ) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=stdout,
-            start_new_session=True,
-            preexec_fn=cgroups.join(group) if group is not None else None,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        if process.returncode is None:
-            process.wait(timeout=10)
-        for stream in (process.stdin, process.stdout):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def memory_group() -> Iterator[Callable[..., str]]:
-    """Make memory cgroups nested under this process's own; remove them at teardown."""
-    with contextlib.ExitStack() as stack:
-
-        def make(limit_bytes: Optional[int], parent: Optional[str] = None) -> str:
-            return stack.enter_context(cgroups.memory_cgroup(limit_bytes, parent=parent))
-
-        yield make
-
-
 def script(name: str, *args: str) -> tuple[str, ...]:
     return (PYTHON, str(CHILDREN / name), *args)
 
@@ -129,151 +88,6 @@ def tree_rss(pid: int) -> tuple[int, set[int]]:
     root = psutil.Process(pid)
     tree = [root, *root.children(recursive=True)]
     return sum(p.memory_info().rss for p in tree), {p.pid for p in tree}
-
-
-# -- finding and reading cgroups --------------------------------------------------
-
-
-@needs_cgroup
-def test_of_process_finds_the_memory_group_this_process_is_in() -> None:
-    own = cgroups.own_memory_group()
-    found = CgroupMemory.of_process()
-    assert found is not None
-    assert (found.path, found.version) == (own.own_group, own.version)
-    snapshot = found.read()
-    assert snapshot.usage_bytes is not None and snapshot.usage_bytes > 0
-    assert snapshot.peak_bytes is not None and snapshot.peak_bytes >= snapshot.usage_bytes // 2
-    assert snapshot.oom_kills is not None
-
-
-@needs_cgroup
-def test_of_process_finds_a_child_placed_in_a_nested_group(
-    spawn: Callable[..., subprocess.Popen[bytes]], memory_group: Callable[..., str]
-) -> None:
-    group = memory_group(64 * MIB)
-    process = spawn("sleep", "30", group=group)
-    found = CgroupMemory.of_process(process.pid)
-    assert found is not None and found.path == group
-    snapshot = found.read()
-    assert snapshot.limit_bytes == 64 * MIB
-    assert snapshot.oom_kills == 0
-
-
-@needs_cgroup
-def test_limit_is_the_smallest_of_the_group_and_its_ancestors(
-    memory_group: Callable[..., str],
-) -> None:
-    outer = memory_group(96 * MIB)
-    inner = memory_group(None, parent=outer)
-    version = cgroups.own_memory_group().version
-    assert CgroupMemory.at(inner, version).read().limit_bytes == 96 * MIB
-    tighter = memory_group(32 * MIB, parent=outer)
-    assert CgroupMemory.at(tighter, version).read().limit_bytes == 32 * MIB
-
-
-@needs_cgroup
-def test_an_unlimited_group_reads_as_no_limit(memory_group: Callable[..., str]) -> None:
-    own = cgroups.own_memory_group()
-    parent_limit = CgroupMemory.at(own.own_group, own.version).read().limit_bytes
-    group = memory_group(None)
-    # Unlimited here means the parent's effective limit, None when it has none.
-    assert CgroupMemory.at(group, own.version).read().limit_bytes == parent_limit
-
-
-def test_unreadable_group_gives_none_fields(tmp_path: Path) -> None:
-    for version in (1, 2):
-        snapshot = CgroupMemory.at(str(tmp_path / "gone"), version).read()
-        assert snapshot == CgroupSnapshot(None, None, None, None)
-
-
-# Files as a cgroup v2 kernel (6.x) writes them, after an OOM kill at 512 MiB.
-V2_FILES = {
-    "memory.current": "278528\n",
-    "memory.peak": "536870912\n",
-    "memory.max": "max\n",
-    "memory.events": "low 0\nhigh 0\nmax 35\noom 1\noom_kill 1\noom_group_kill 0\n",
-    "memory.stat": (
-        "anon 98304\nfile 163840\nkernel 16384\nkernel_stack 0\npagetables 0\n"
-        "sec_pagetables 0\npercpu 0\nsock 0\nvmalloc 0\nshmem 0\nfile_mapped 0\n"
-        "file_dirty 0\nfile_writeback 0\nswapcached 0\nanon_thp 0\nfile_thp 0\n"
-        "shmem_thp 0\ninactive_anon 94208\nactive_anon 4096\ninactive_file 122880\n"
-        "active_file 40960\nunevictable 0\nslab_reclaimable 0\nslab_unreclaimable 0\n"
-        "slab 0\npgfault 133216\npgmajfault 0\noom_kill 1\n"
-    ),
-}
-
-
-def write_files(directory: Path, files: dict[str, str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (directory / name).write_text(text)
-
-
-def test_v2_files_are_read_with_the_limit_of_an_ancestor(tmp_path: Path) -> None:
-    # The mount's root group has no memory.max; the service group has the
-    # limit; the app's group below it is "max".
-    root = tmp_path / "cgroup root"
-    write_files(root, {"cgroup.controllers": "cpu io memory pids\n"})
-    service = root / "system.slice" / "app.service"
-    write_files(root / "system.slice", {"memory.max": "max\n"})
-    write_files(service, {"memory.max": "536870912\n"})
-    group = service / "app"
-    write_files(group, V2_FILES)
-    snapshot = CgroupMemory.at(str(group), 2).read()
-    assert snapshot == CgroupSnapshot(
-        usage_bytes=278528,
-        peak_bytes=536870912,
-        limit_bytes=536870912,
-        oom_kills=1,
-        inactive_file_bytes=122880,
-    )
-    assert snapshot.working_set_bytes == 278528 - 122880
-
-
-def test_v2_before_memory_peak_and_without_a_limit(tmp_path: Path) -> None:
-    files = {k: v for k, v in V2_FILES.items() if k != "memory.peak"}
-    write_files(tmp_path / "g", files)
-    snapshot = CgroupMemory.at(str(tmp_path / "g"), 2).read()
-    assert snapshot.peak_bytes is None
-    assert snapshot.limit_bytes is None
-
-
-def test_of_process_reads_v2_membership_through_the_mount_table(tmp_path: Path) -> None:
-    # A /proc for pid 4242 in a v2-only container without a cgroup namespace:
-    # the group path is under the mount's root, and the mount point has a space.
-    mount_point = tmp_path / "fs cgroup"
-    write_files(mount_point / "pod1" / "ctr", V2_FILES)
-    proc = tmp_path / "proc"
-    write_files(
-        proc / "4242",
-        {
-            "cgroup": "0::/kubepods/pod1/ctr\n",
-            "mountinfo": (
-                "22 1 0:21 / / rw,relatime - overlay overlay rw\n"
-                f"30 22 0:26 /kubepods {str(mount_point).replace(' ', chr(92) + '040')} "
-                "ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
-            ),
-        },
-    )
-    found = CgroupMemory.of_process(4242, proc=str(proc))
-    assert found == CgroupMemory(str(mount_point / "pod1" / "ctr"), 2)
-
-
-def test_of_process_skips_a_v2_hierarchy_without_memory(tmp_path: Path) -> None:
-    # This machine's layout: v1 memory, plus an empty v2 mount (no memory.current).
-    v1 = tmp_path / "memory"
-    write_files(v1 / "job", {"memory.usage_in_bytes": "4096\n"})
-    write_files(tmp_path / "unified", {"cgroup.procs": ""})
-    proc = tmp_path / "proc"
-    mountinfo = (
-        f"35 31 0:32 / {v1} rw,relatime - cgroup cgroup rw,memory\n"
-        f"41 31 0:38 / {tmp_path / 'unified'} rw,relatime - cgroup2 cgroup2 rw\n"
-    )
-    write_files(proc / "self", {"cgroup": "4:memory:/job\n0::/\n", "mountinfo": mountinfo})
-    assert CgroupMemory.of_process(proc=str(proc)) == CgroupMemory(str(v1 / "job"), 1)
-    write_files(proc / "self", {"cgroup": "0::/\n"})
-    assert CgroupMemory.of_process(proc=str(proc)) is None
-    assert CgroupMemory.of_process(proc=str(tmp_path / "no proc")) is None
 
 
 # -- OOM attribution ---------------------------------------------------------------
@@ -660,21 +474,7 @@ def test_warning_message_says_usage_limit_and_rate() -> None:
     assert "growing" not in MemoryWarning(460 * MIB, 512 * MIB, 0.9, None).message()
 
 
-# -- oom_score_adj and the termination log -----------------------------------------
-
-
-def test_raise_oom_score_adj_on_a_real_child(
-    spawn: Callable[..., subprocess.Popen[bytes]],
-) -> None:
-    process = spawn("sleep", "30")
-    assert raise_oom_score_adj(process.pid)
-    assert Path(f"/proc/{process.pid}/oom_score_adj").read_text().strip() == "1000"
-    # Never lowered: a lower value would need privilege and protect the app.
-    assert raise_oom_score_adj(process.pid, 500)
-    assert Path(f"/proc/{process.pid}/oom_score_adj").read_text().strip() == "1000"
-    process.kill()
-    reap(process)
-    assert not raise_oom_score_adj(process.pid)
+# -- the termination log ----------------------------------------------------------
 
 
 def test_termination_log_keeps_status_then_final_within_4096_bytes(tmp_path: Path) -> None:
