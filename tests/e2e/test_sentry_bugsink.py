@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sentry import attachments_for, build_event, deliver
+from supervisor.sentry_delivery import deliver
+from supervisor.sentry_event import attachments_for, build_event
 from tests.bugsink import Bugsink
 from tests.unit.test_sentry import (
     ENVIRONMENT,

@@ -27,14 +27,8 @@ import pytest
 from sentry_relay.processing import StoreNormalizer
 
 from supervisor.redact import Redactor
-from supervisor.sentry import (
-    Delivery,
-    attachments_for,
-    build_event,
-    build_warning_event,
-    deliver,
-    send_saved_report,
-)
+from supervisor.sentry_delivery import Delivery, deliver, send_saved_report
+from supervisor.sentry_event import attachments_for, build_event, build_warning_event
 from tests.sentry_receiver import Envelope, Receiver, refused_dsn
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -787,7 +781,7 @@ def run_fresh(code: str) -> Any:
 DELIVER_FRESH = """
 import json, sys, time
 started = time.monotonic()
-from supervisor.sentry import deliver
+from supervisor.sentry_delivery import deliver
 d = deliver({{"level": "fatal", "message": "x"}}, [], dsn={dsn!r}, timeout_s={timeout})
 print(json.dumps([d.delivered, d.detail, time.monotonic() - started]))
 """
@@ -812,7 +806,8 @@ def test_without_sentry_sdk_delivery_says_so() -> None:
 def test_importing_the_module_is_cheap() -> None:
     heavy = ["sentry_sdk", "httpx", "urllib3", "http.client", "ssl", "gzip"]
     loaded = run_fresh(
-        f"import sys, json, supervisor.sentry\nprint(json.dumps([m for m in {heavy!r} "
+        "import sys, json, supervisor.sentry_delivery, supervisor.sentry_event\n"
+        f"print(json.dumps([m for m in {heavy!r} "
         "if m in sys.modules]))"
     )
     assert loaded == []
