@@ -178,6 +178,7 @@ def breadcrumbs(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "message": f"{received.get('signal')} received and forwarded",
             }
         )
+    crumbs += startup_breadcrumbs(report, started)
     ended = epoch(report.get("ended_at"))
     if ended is not None:
         crumbs.append(
@@ -190,6 +191,77 @@ def breadcrumbs(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     crumbs.sort(key=lambda c: float(c["timestamp"]))
     return crumbs
+
+
+def startup_breadcrumbs(report: Mapping[str, Any], started: float) -> list[dict[str, Any]]:
+    """The start-up's steps: interpreter, imports, uvicorn's lifespan, the stack samples."""
+    startup: Mapping[str, Any] = report.get("startup") or {}
+    steps: list[tuple[Any, str]] = []
+    if startup.get("interpreter_ready_s") is not None:
+        steps.append((startup["interpreter_ready_s"], "interpreter ready"))
+    last = startup.get("last_import")
+    if last:
+        slowest = ", ".join(
+            f"{item.get('module')} {number(item.get('cumulative_s'), 0.0):.2f} s"
+            for item in (startup.get("slowest_imports") or [])[:3]
+        )
+        text = (f"{startup.get('import_count')} imports, "
+                f"{number(startup.get('import_total_s'), 0.0):.2f} s; last {last.get('module')}")
+        steps.append((last.get("at_s"), text + (f"; slowest {slowest}" if slowest else "")))
+    for name, at in (startup.get("milestones") or {}).items():
+        steps.append((at, MILESTONE_WORDS.get(name, name)))
+    stack = report.get("last_stack")
+    if stack and stack.get("frames"):
+        frame = stack["frames"][-1]
+        steps.append((stack.get("at_s"), f"stack sampled ({stack.get('why')}): "
+                      f"{frame.get('function')} at {frame.get('filename')}:{frame.get('lineno')}"))
+    return [
+        {"timestamp": started + number(at, 0.0), "category": "startup", "message": text}
+        for at, text in steps if at is not None
+    ]
+
+
+MILESTONE_WORDS = {
+    "server_process": "uvicorn: server process started",
+    "lifespan_start": "uvicorn: app loaded, lifespan startup begins",
+    "lifespan_done": "uvicorn: lifespan startup complete",
+}
+
+
+def startup_context(report: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The ``startup`` context: the import profile's summary and the last stack sample."""
+    startup: Mapping[str, Any] = report.get("startup") or {}
+    stack: Mapping[str, Any] = report.get("last_stack") or {}
+    if not startup and not stack:
+        return None
+    last = startup.get("last_import") or {}
+    context: dict[str, Any] = {
+        "type": "startup",
+        "import_count": startup.get("import_count"),
+        "import_total_s": startup.get("import_total_s"),
+        "slowest_imports": [
+            f"{item.get('module')} {number(item.get('cumulative_s'), 0.0):.3f} s"
+            for item in startup.get("slowest_imports") or []
+        ] or None,
+        "last_import": last.get("module"),
+        "open_imports": startup.get("open_imports") or None,
+        "interpreter_ready_s": startup.get("interpreter_ready_s"),
+        "ready_after_s": report.get("ready_after_s"),
+        "stack_sampled_at_s": stack.get("at_s"),
+        "stack_sampling": startup.get("stack_sampling"),
+    }
+    return {k: v for k, v in context.items() if v is not None}
+
+
+def sampled_stacktrace(report: Mapping[str, Any]) -> Optional[tuple[list[dict[str, Any]], str]]:
+    """(frames oldest first, how old) of the last stack sample, when there is one."""
+    stack: Mapping[str, Any] = report.get("last_stack") or {}
+    frames = [dict(frame) for frame in stack.get("frames") or []]
+    if not frames:
+        return None
+    age = stack.get("age_s")
+    when = f"{number(age, 0.0):.1f} s before the end" if age is not None else "before the end"
+    return frames, f"stack sampled by py-spy {when}"
 
 
 def epoch(value: Any) -> Optional[float]:

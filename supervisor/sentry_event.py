@@ -25,7 +25,9 @@ from supervisor.sentry_context import (
     extra_data,
     memory_context,
     process_context,
+    sampled_stacktrace,
     signal_number,
+    startup_context,
     synthetic_message,
     synthetic_value,
     tags,
@@ -36,6 +38,11 @@ Attachment = tuple[str, bytes, str]
 MECHANISM = "supervisor"
 LOGGER = "supervisor"
 NO_APP_FRAME = "<no app frame>"
+PROFILE_HEADER = (
+    "# The child's imports as PYTHONPROFILEIMPORTTIME printed them, in the order they\n"
+    "# completed (children before their parent), with when each line arrived.\n"
+    "# arrived   |  self [us] | cumulative | imported package\n"
+)
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
 THIRD_PARTY = re.compile(r"[/\\](?:site|dist)-packages[/\\](?P<rest>.+)\.py$")
 STDLIB = re.compile(r"[/\\]lib[/\\]python\d+(?:\.\d+)?[/\\](?P<rest>.+)\.py$")
@@ -64,7 +71,17 @@ def build_event(
             last.pop("module", None)
     else:
         values = [synthetic_value(report)]
+        sampled = sampled_stacktrace(report)
+        if sampled is not None:
+            # Not where it died but where it was last seen: said in the value and
+            # the mechanism, and kept out of the fingerprint (samples vary).
+            frames, how = sampled
+            values[-1]["stacktrace"] = {"frames": [_frame(f) for f in frames]}
+            values[-1]["value"] = f"{values[-1]['value']} ({how})"
     values[-1]["mechanism"] = _mechanism(report)
+    if not exception and values[-1].get("stacktrace"):
+        values[-1]["mechanism"]["data"] = {"stacktrace": "sampled", "source": "py-spy dump"}
+    where = NO_APP_FRAME if not exception else _innermost(values)
 
     hostname = socket.gethostname()
     event: dict[str, Any] = {
@@ -79,9 +96,12 @@ def build_event(
             "process": process_context(report),
             "container": container_context(memory, hostname),
         },
-        "fingerprint": ["supervisor", cause, str(values[-1].get("type")), _innermost(values)],
+        "fingerprint": ["supervisor", cause, str(values[-1].get("type")), where],
         "extra": extra_data(report),
     }
+    startup = startup_context(report)
+    if startup is not None:
+        event["contexts"]["startup"] = startup
     crumbs = breadcrumbs(report)
     if crumbs:
         event["breadcrumbs"] = {"values": crumbs}
@@ -125,9 +145,9 @@ def build_warning_event(
 
 
 def attachments_for(report: Mapping[str, Any]) -> list[Attachment]:
-    """(filename, bytes, content type): the stderr tail, the memory samples, the report.
+    """(filename, bytes, content type): stderr tail, memory samples, import profile, report.
 
-    The tail and the samples are left out when empty; the report is always there.
+    The tail, the samples and the profile are left out when empty; the report is always there.
     """
     redactor = Redactor.from_environ(os.environ)
     masked = _mask(dict(report), redactor)
@@ -138,6 +158,10 @@ def attachments_for(report: Mapping[str, Any]) -> list[Attachment]:
     samples = (masked.get("memory") or {}).get("samples")
     if samples:
         out.append(("memory-samples.json", _json_bytes(samples), "application/json"))
+    profile = (masked.get("startup") or {}).get("import_profile")
+    if profile:
+        text = PROFILE_HEADER + "\n".join(str(line) for line in profile) + "\n"
+        out.append(("import-profile.txt", text.encode("utf-8", "replace"), "text/plain"))
     out.append(("report.json", _json_bytes(masked), "application/json"))
     return out
 

@@ -893,3 +893,106 @@ def test_receiver_decodes_the_sdks_own_envelopes(algo: str, receiver: Receiver) 
     (envelope,) = receiver.wait_for(1)
     assert envelope.request_headers["content-encoding"] == algo
     assert envelope.event()["message"] == "hello"
+
+
+# ------------------------------------------------- start-up forensics
+
+
+def forensic_report(tmp_path: Path) -> dict[str, Any]:
+    """A real child that imports, waits in a known function and is SIGKILLed after a
+    real py-spy sample; its real import profile and sample go into the report."""
+    from supervisor.importprofile import ImportProfile
+    from supervisor.stacks import find_py_spy, parse_dump
+
+    py_spy = find_py_spy(os.environ.get("PATH"))
+    if py_spy is None:
+        pytest.skip("py-spy is not installed")
+    write_app(tmp_path, {
+        "app/__init__.py": "",
+        "app/main.py": """\
+            import decimal, sys, time
+
+            def load_model():
+                print("loaded", flush=True)
+                time.sleep(60)
+
+            load_model()
+        """,
+    })
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPROFILEIMPORTTIME": "1"}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", "import app.main"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stdout.readline() == b"loaded\n"
+        sampled_at = time.monotonic() - started
+        dumped = subprocess.run([py_spy, "dump", "--pid", str(proc.pid), "--nonblocking",
+                                 "--json"], capture_output=True, text=True, timeout=60)
+        proc.kill()
+        status = proc.wait(10)
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    ended = time.monotonic() - started
+    profile = ImportProfile()
+    for line in stderr.splitlines():
+        profile.add_line(line, 0.05)
+    startup = profile.startup().as_json()
+    sample = parse_dump(dumped.stdout, proc.pid, sampled_at)
+    return synthetic_report(
+        "killed", signal=signal.Signals(-status).name, status=128 - status, phase="starting",
+        ready_after_s=None, uptime_s=round(ended, 3), startup=startup,
+        last_stack=sample.as_json(ended_s=ended),
+    )
+
+
+def test_a_sampled_stack_becomes_the_stacktrace_marked_as_a_sample(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    report = forensic_report(tmp_path)
+    _, envelope = send(report, receiver)
+    event = envelope.event()
+    value = final(event)
+    assert value["type"] == "Killed"
+    assert functions(value)[-1] == "load_model"
+    assert functions(value)[-2] == "<module>"
+    assert value["stacktrace"]["frames"][-1]["filename"].endswith("app/main.py")
+    assert "stack sampled by py-spy" in value["value"] and "s before the end" in value["value"]
+    assert value["mechanism"]["data"] == {"stacktrace": "sampled", "source": "py-spy dump"}
+    # A sample says where the app was last seen, not where it died: it never splits issues.
+    assert event["fingerprint"] == ["supervisor", "killed", "Killed", "<no app frame>"]
+
+
+def test_startup_steps_context_and_import_profile_reach_sentry(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    report = forensic_report(tmp_path)
+    _, envelope = send(report, receiver)
+    event = envelope.event()
+    context = event["contexts"]["startup"]
+    assert context["type"] == "startup"
+    assert context["import_count"] == report["startup"]["import_count"] > 10
+    assert context["last_import"] == "decimal"
+    assert context["open_imports"] == 1  # app.main never completed
+    assert len(context["slowest_imports"]) == 10
+    crumbs = [c for c in event["breadcrumbs"]["values"] if c["category"] == "startup"]
+    messages = [c["message"] for c in crumbs]
+    assert any(m.startswith("interpreter ready") for m in messages)
+    assert any("imports" in m and "last decimal" in m for m in messages)
+    assert any(m.startswith("stack sampled (starting): load_model at ") for m in messages)
+    profile = envelope.attachments()["import-profile.txt"].payload.decode()
+    assert profile.startswith("# The child's imports")
+    assert profile.rstrip().splitlines()[-1].endswith("|   decimal")
+    assert len(profile.splitlines()) == report["startup"]["import_count"] + 3
+
+
+def test_a_report_without_forensics_has_no_startup_parts() -> None:
+    event = build_event(real_exit(3), release=None, environment=None)
+    assert "startup" not in event["contexts"]
+    assert all(c["category"] != "startup" for c in event["breadcrumbs"]["values"])
+    assert "stacktrace" not in final(event)
+    assert_valid(event)
