@@ -55,6 +55,7 @@ NAMES = (
     ("health: stub req/s during startup", ""),
     ("health: keep-alive p50 after hand-off", f"<= {LATENCY_TARGET}x bare"),
     ("health: wrk throughput after hand-off", f">= {THROUGHPUT_TARGET}x bare"),
+    ("health: early request rejected (503)", ""),
 )
 
 
@@ -80,6 +81,7 @@ def run(ctx: Context) -> list[Row]:
             _slow_import(ctx),
             _stub_rate(ctx),
             *_after_handoff(ctx),
+            _early_reject(ctx),
         ]
     except NotYet as refused:
         return [unavailable(name, f"not available yet ({refused})", target)
@@ -89,17 +91,17 @@ def run(ctx: Context) -> list[Row]:
 # -- starting the servers ------------------------------------------------------
 
 
-def _supervised_argv(ctx: Context, port: int) -> list[str]:
-    argv = [*ctx.supervisor.argv, "--host", LOCALHOST, "--port", str(port)]
+def _supervised_argv(ctx: Context, port: int, *options: str) -> list[str]:
+    argv = [*ctx.supervisor.argv, "--host", LOCALHOST, "--port", str(port), *options]
     if ctx.supports("--health-path"):
         argv += ["--health-path", "/healthz"]
     return [*argv, "--", *uvicorn_argv(port)]
 
 
 def _start(ctx: Context, stack: ExitStack, supervised: bool, import_sleep: float = 0.0,
-           tag: str = "run") -> Started:
+           tag: str = "run", options: tuple[str, ...] = ()) -> Started:
     port = free_port()
-    argv = _supervised_argv(ctx, port) if supervised else uvicorn_argv(port)
+    argv = _supervised_argv(ctx, port, *options) if supervised else uvicorn_argv(port)
     env = dict(ctx.env)
     if import_sleep:
         env["BENCH_IMPORT_SLEEP"] = str(import_sleep)
@@ -296,4 +298,40 @@ def _throughput_row(ctx: Context, ours_port: int, bare_port: int) -> Row:
         target=target,
         verdict=judge(value >= THROUGHPUT_TARGET),
         data={"supervisor_rps": rates[ours_port], "bare_rps": rates[bare_port]},
+    )
+
+
+def _early_reject(ctx: Context) -> Row:
+    """``--early-requests reject``: a request for the app while it imports gets 503 at once.
+
+    Timed on fresh connections, alternated with /healthz from the same stub.
+    """
+    name, _ = NAMES[5]
+    if not ctx.supports("--early-requests"):
+        return unavailable(name, "not available yet (no --early-requests)")
+    rejected: list[float] = []
+    health: list[float] = []
+    statuses: set[int] = set()
+    with ExitStack() as stack:
+        started = _start(ctx, stack, True, SLOW_IMPORT_S + 30.0, tag="reject",
+                         options=("--early-requests", "reject"))
+        if _wait_answer(started, 15.0) is None:
+            return Row(name=name, ours="never answered", verdict=Verdict.FAIL)
+        for _ in Budget(10 if ctx.quick else 40, 20):
+            for path, into in (("/early", rejected), ("/healthz", health)):
+                sent = time.perf_counter()
+                response = get_once(started.port, path, timeout=5.0)
+                if response is not None:
+                    into.append(time.perf_counter() - sent)
+                    if path == "/early":
+                        statuses.add(response.status)
+    if not rejected:
+        return Row(name=name, ours="no answer", verdict=Verdict.FAIL)
+    return Row(
+        name=name,
+        ours=f"{ms(median(rejected))} (p90 {ms(p90(rejected))}, n={len(rejected)}, "
+        f"status {'/'.join(str(s) for s in sorted(statuses))})",
+        peers=f"stub /healthz {ms(median(health))}" if health else "",
+        ratio=f"{ratio(median(rejected), median(health)):.2f}x /healthz" if health else "",
+        data={"early_s": rejected, "healthz_s": health},
     )

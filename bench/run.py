@@ -25,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import health
 import memory_sampling
+import readiness
+import reaping
+import redact
 import relay
 import rss
 import sentry
@@ -39,7 +42,10 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "relay": relay.run,
     "memory_sampling": memory_sampling.run,
     "health": health.run,
+    "readiness": readiness.run,
+    "reaping": reaping.run,
     "sentry": sentry.run,
+    "redact": redact.run,
 }
 COLUMNS = ("benchmark", "ours", "peers", "ratio", "target", "verdict")
 
