@@ -18,15 +18,18 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
+from . import procfs
+from .procfs import descendants
+
 if TYPE_CHECKING:
     import socket
 
     from .reactor import Reactor
 
-_PROC = "/proc"
 
 
 def _read(path: str) -> Optional[str]:
+    """A kernel table outside /proc/<pid> (the TCP tables), or None."""
     try:
         with open(path, encoding="ascii", errors="replace") as handle:
             return handle.read()
@@ -34,66 +37,8 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def _children_of(pid: int) -> Optional[list[int]]:
-    """Children from /proc/<pid>/task/*/children; None when the kernel lacks that file."""
-    try:
-        tasks = os.listdir(f"{_PROC}/{pid}/task")
-    except OSError:
-        return []  # gone (or never there): no children
-    children: list[int] = []
-    for task in tasks:
-        text = _read(f"{_PROC}/{pid}/task/{task}/children")
-        if text is None:
-            if os.path.exists(f"{_PROC}/{pid}/task/{task}"):
-                return None  # the task lives but the file does not: no CONFIG_PROC_CHILDREN
-            continue
-        children.extend(int(word) for word in text.split())
-    return children
-
-
-def _parent_map() -> dict[int, list[int]]:
-    """Every process's children, from the ppid field of /proc/*/stat."""
-    tree: dict[int, list[int]] = {}
-    try:
-        names = os.listdir(_PROC)
-    except OSError:
-        return tree
-    for name in names:
-        if not name.isdigit():
-            continue
-        text = _read(f"{_PROC}/{name}/stat")
-        if text is None:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = text.rpartition(")")[2].split()
-        if len(fields) > 1 and fields[1].isdigit():
-            tree.setdefault(int(fields[1]), []).append(int(name))
-    return tree
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` followed by all its descendants (breadth first)."""
-    found = [pid]
-    seen = {pid}
-    tree: Optional[dict[int, list[int]]] = None
-    index = 0
-    while index < len(found):
-        current = found[index]
-        index += 1
-        children = None if tree is not None else _children_of(current)
-        if children is None:
-            if tree is None:
-                tree = _parent_map()
-            children = tree.get(current, [])
-        for child in children:
-            if child not in seen:
-                seen.add(child)
-                found.append(child)
-    return found
-
-
-def _epoll_watches(pid: int, fd: str, inode: int) -> bool:
-    text = _read(f"{_PROC}/{pid}/fdinfo/{fd}")
+def _epoll_watches(pid: int, fd: int, inode: int) -> bool:
+    text = procfs.read_text(pid, f"fdinfo/{fd}")
     if text is None:
         return False
     for line in text.splitlines():
@@ -112,16 +57,8 @@ def _epoll_watches(pid: int, fd: str, inode: int) -> bool:
 def socket_in_epoll(pids: Iterable[int], inode: int) -> bool:
     """True when any of ``pids`` has an epoll fd watching the socket with inode ``inode``."""
     for pid in pids:
-        base = f"{_PROC}/{pid}/fd"
-        try:
-            fds = os.listdir(base)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{base}/{fd}")
-            except OSError:
-                continue
+        for fd in procfs.open_fds(pid):
+            target = procfs.fd_target(pid, fd)
             if target == "anon_inode:[eventpoll]" and _epoll_watches(pid, fd, inode):
                 return True
     return False
@@ -164,18 +101,7 @@ def listening_inodes(port: int) -> set[int]:
 def owns_socket(pids: Iterable[int], inodes: set[int]) -> bool:
     """True when one of ``pids`` has an fd on one of the socket ``inodes``."""
     wanted = {f"socket:[{inode}]" for inode in inodes}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
-                    return True
-            except OSError:
-                continue
-    return False
+    return any(procfs.fd_target(pid, fd) in wanted for pid in pids for fd in procfs.open_fds(pid))
 
 
 def server_side_inode(listen_port: int, client_port: int) -> Optional[int]:

@@ -1,4 +1,8 @@
-"""Readiness from /proc: real process trees and a real uvicorn on a socket we bound."""
+"""Readiness from /proc: real process trees and a real uvicorn on a socket we bound.
+
+How soon readiness is seen after uvicorn's startup line, and what one check
+costs, are measured in bench/ (readiness).
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,22 @@ import os
 import select
 import signal
 import socket
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import pytest
 
-from supervisor import readiness
+from supervisor import procfs
 from supervisor.health import bind_listener
 from supervisor.readiness import descendants, proc_readiness_supported, socket_in_epoll
+from tests.conftest import wait_for
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
 pytestmark = pytest.mark.skipif(not proc_readiness_supported(), reason="needs Linux /proc")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, every: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        threading.Event().wait(every)
-    return condition()
 
 
 @pytest.fixture
@@ -84,7 +78,7 @@ def start_uvicorn(
 
 
 class StartupWatch:
-    """Polls readiness every few ms while reading uvicorn's stderr, timing both."""
+    """Polls readiness every few ms while reading uvicorn's stderr, noting which came first."""
 
     def __init__(self, process: subprocess.Popen[bytes], inode: int) -> None:
         self.process = process
@@ -94,6 +88,7 @@ class StartupWatch:
         self.ready_at: Optional[float] = None
         self.logged_at: Optional[float] = None
         self.log = b""
+        self.log_at_ready = b""
 
     def run(self, timeout: float) -> None:
         assert self.process.stderr is not None
@@ -103,16 +98,25 @@ class StartupWatch:
         while time.monotonic() < deadline and (self.ready_at is None or self.logged_at is None):
             readable, _, _ = select.select([stderr], [], [], 0.005)
             if readable:
-                chunk = os.read(stderr, 65536)
-                self.log += chunk
-                if self.logged_at is None and b"Application startup complete." in self.log:
-                    self.logged_at = time.monotonic()
+                self._read_log(stderr)
             if self.ready_at is None:
                 if socket_in_epoll(descendants(self.process.pid), self.inode):
                     self.ready_at = time.monotonic()
+                    # What uvicorn wrote before the socket was seen may still be in the pipe.
+                    self._read_log(stderr)
+                    self.log_at_ready = self.log
                 elif self.logged_at is None:
                     self.checks_before_ready += 1
             assert self.process.poll() is None, self.log.decode(errors="replace")
+
+    def _read_log(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        self.log += chunk
+        if self.logged_at is None and b"Application startup complete." in self.log:
+            self.logged_at = time.monotonic()
 
 
 def test_epoll_registration_marks_readiness_after_slow_startup(
@@ -121,13 +125,12 @@ def test_epoll_registration_marks_readiness_after_slow_startup(
     inode = os.fstat(listener.fileno()).st_ino
     process = start_uvicorn(processes, listener, 1.0)
     watch = StartupWatch(process, inode)
-    watch.run(timeout=20)
+    watch.run(timeout=60)
     assert watch.ready_at is not None and watch.logged_at is not None
-    # Not ready through the one-second startup, then ready with the log line.
-    assert watch.checks_before_ready > 20
-    assert watch.ready_at - watch.started > 0.9
-    assert abs(watch.ready_at - watch.logged_at) < 0.25
-    print(f"\nready {1000 * (watch.ready_at - watch.logged_at):+.1f} ms from the log line")
+    # Not ready while the lifespan startup runs, then ready once it completed.
+    assert watch.checks_before_ready > 0
+    assert b"Waiting for application startup." in watch.log_at_ready
+    assert b"Application startup complete." in watch.log_at_ready
 
 
 def test_readiness_with_two_workers(
@@ -136,23 +139,12 @@ def test_readiness_with_two_workers(
     inode = os.fstat(listener.fileno()).st_ino
     process = start_uvicorn(processes, listener, 1.0, "--workers", "2")
     watch = StartupWatch(process, inode)
-    watch.run(timeout=30)
+    watch.run(timeout=60)
     assert watch.ready_at is not None
-    assert watch.checks_before_ready > 20
+    assert watch.checks_before_ready > 0
     # The master never polls the socket itself: it is a worker that was seen.
     assert not socket_in_epoll([process.pid], inode)
-    tree = descendants(process.pid)
-    assert len(tree) >= 3
-
-    # The cost of one check on this tree (it runs every ~20 ms during startup only).
-    timings = []
-    for _ in range(200):
-        started = time.perf_counter()
-        socket_in_epoll(descendants(process.pid), inode)
-        timings.append((time.perf_counter() - started) * 1000)
-    cost = statistics.median(timings)
-    print(f"\none readiness check, {len(tree)} processes: {cost:.3f} ms (median of 200)")
-    assert cost < 10
+    assert len(descendants(process.pid)) >= 3
 
 
 def test_descendants_finds_children_and_grandchildren(
@@ -162,11 +154,12 @@ def test_descendants_finds_children_and_grandchildren(
         ["sh", "-c", 'sh -c "sleep 60 & wait" & sleep 60 & wait'], start_new_session=True
     )
     processes.append(process)
-    assert wait_for(lambda: len(descendants(process.pid)) == 4, 10), descendants(process.pid)
+    wait_for(lambda: len(descendants(process.pid)) == 4, timeout=60,
+             what=f"4 processes in the tree (now {descendants(process.pid)})")
     tree = descendants(process.pid)
     assert tree[0] == process.pid and len(set(tree)) == 4
     # The fallback scan of /proc/*/stat sees the same tree.
-    parents = readiness._parent_map()
+    parents = procfs.parent_map()
     found = [process.pid]
     for pid in found:
         found.extend(parents.get(pid, []))
