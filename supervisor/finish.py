@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .facts import RunFacts
+    from .forensics import ForensicFacts, Forensics
     from .health import HealthStub
     from .log import Logger
     from .memory import TerminationLog
@@ -50,6 +51,7 @@ class FinishParts:
     listener: Optional[socket.socket] = None
     termination_log: Optional[TerminationLog] = None
     health_check: Optional[HealthCheckResult] = None
+    forensics: Optional[Forensics] = None
 
 
 def finish(facts: RunFacts, parts: FinishParts) -> int:
@@ -58,11 +60,13 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
     if parts.stub is not None:
         # Accept again at once: what waits in the backlog gets the cause, not a refusal.
         parts.stub.take_back(outcome.cause.value)
-    report = redacted(build_report(facts, outcome, parts), parts.redact)
+    found = _forensic_facts(facts, outcome, parts)
+    report = redacted(build_report(facts, outcome, parts, found), parts.redact)
     report_error = _write_report(parts.config, report)
     verdict = report.extra.get("health_check", {}).get("verdict")
     parts.log.block(
-        human_block(report, parts.config.report_file, verdict, report_error),
+        human_block(report, parts.config.report_file, verdict, report_error,
+                    startup=found.waterfall if found is not None else ()),
         level="error" if outcome.cause.is_crash else "info", cause=report.cause,
     )
     if parts.notifier.enabled and outcome.cause.is_crash:
@@ -81,10 +85,30 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
     return outcome.status
 
 
-def build_report(facts: RunFacts, outcome: Outcome, parts: FinishParts) -> Report:
+def _forensic_facts(facts: RunFacts, outcome: Outcome, parts: FinishParts,
+                    ) -> Optional[ForensicFacts]:
+    if parts.forensics is None:
+        return None
+    killed = facts.exit is not None and facts.exit.signal is not None
+    return parts.forensics.facts(facts.uptime_s, facts.ready_after_s, killed,
+                                 crashed=outcome.cause.is_crash)
+
+
+def build_report(
+    facts: RunFacts, outcome: Outcome, parts: FinishParts,
+    found: Optional[ForensicFacts] = None,
+) -> Report:
     config = parts.config
     memory = facts.memory
     extra: dict[str, Any] = {"handoff": facts.handoff}
+    where = where_text(outcome)
+    if found is not None:
+        if found.startup is not None:
+            extra["startup"] = found.startup
+        if outcome.traceback is None and outcome.fault is None and found.last_stack:
+            # No stack from the app itself: where it was last seen, with the sample's age.
+            extra["last_stack"] = found.last_stack
+            where = where or found.where
     if outcome.cause is Cause.OOM_KILLED and memory is not None:
         extra["oom_evidence"] = memory.oom_evidence
     if parts.health_check is not None and config.health_check is not None:
@@ -114,7 +138,7 @@ def build_report(facts: RunFacts, outcome: Outcome, parts: FinishParts) -> Repor
         signals_received=tuple(SignalRecord(name, at) for name, at in facts.signals),
         exception=exception_json(outcome),
         stderr_tail=facts.stderr_tail,
-        where=where_text(outcome),
+        where=where,
         memory=memory.as_report() if memory is not None else None,
         memory_line=memory.sparkline() if memory is not None else None,
         extra=extra,

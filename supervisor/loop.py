@@ -43,10 +43,11 @@ from .reactor import Reactor, Timer
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
-    from typing import Callable, Mapping, Optional
+    from typing import Any, Callable, Mapping, Optional
 
     from .facts import RunFacts
     from .finish import FinishParts
+    from .forensics import Forensics
     from .health import HealthStub
     from .memory import MemoryFacts, MemoryWatcher
     from .notify import Notifier
@@ -125,6 +126,7 @@ class Supervisor:
         self.readiness: Optional[ReadinessWatcher] = None
         self.watch: Optional[Watch] = None
         self.health_check: Optional[PlatformCheck] = None
+        self.forensics: Optional[Forensics] = None
         self._notifier: Optional[Notifier] = None
         self._redact: Optional[Redactor] = None
 
@@ -207,6 +209,7 @@ class Supervisor:
         if self.listener is not None and self.plan.passes_socket:
             pass_fds[SYSTEMD_FIRST_FD] = self.listener.fileno()
         self.child_env.update(self.plan.env)
+        self._prepare_forensics()
         result = spawn(ChildSpec(
             argv=self.plan.argv,
             env=self.child_env,
@@ -229,6 +232,19 @@ class Supervisor:
         self.pid = result
         self.inbox.arm(result, group=self.config.kill_group)
         return result
+
+    def _prepare_forensics(self) -> None:
+        """The import profile's variable for a Python child (``forensics`` imports only os)."""
+        from .forensics import Forensics, budget_of
+
+        config = self.config
+        self.forensics = Forensics(
+            self.reactor, self.log, self.started_mono,
+            getattr(config, "stack_interval_s", 1.0),
+            budget_of(config.platform, config.health_check),
+        )
+        self.forensics.prepare(self.plan.argv, self.child_env,
+                               disabled=getattr(config, "no_import_profile", False))
 
     def _start_stub(self) -> None:
         """Answer on the bound socket; until now the kernel's backlog held callers."""
@@ -256,7 +272,9 @@ class Supervisor:
 
         stderr_read, stdout_read = self._pipes
         self.tail = Tail()
-        self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail))
+        line_filter = self.forensics.line_filter() if self.forensics is not None else None
+        self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail,
+                                 line_filter=line_filter))
         if stdout_read is not None:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
@@ -289,15 +307,25 @@ class Supervisor:
         from .memory import TerminationLog
         from .watch import Watch
 
-        notifier, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
+        _, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
         self.watch = Watch(
             self.reactor, self.log, self._create_memory_watcher(),
             self.config.memory_interval_s, TerminationLog(self.config.termination_log),
             phase=lambda: self.phase.value, alive=lambda: self.reaped is None,
-            warn=lambda text, context: notifier.send_memory_warning(redact.text(text), context),
+            warn=lambda text, context: self._on_memory_warning(redact.text(text), context),
         )
         if self.phase is Phase.STARTING:
             self._watch_readiness()
+        if self.forensics is not None and self.pid is not None:
+            self.forensics.start_sampling(
+                self.pid, lambda: self.phase is Phase.STARTING and self.reaped is None,
+                self.environ.get("PATH"),
+            )
+
+    def _on_memory_warning(self, text: str, context: dict[str, Any]) -> None:
+        self.notifier.send_memory_warning(text, context)
+        if self.forensics is not None:
+            self.forensics.sample("memory warning")
 
     def _on_child_gone(self) -> None:
         """Drain what it printed, stop what it left behind, stop the watchers."""
@@ -309,6 +337,8 @@ class Supervisor:
             self.readiness.stop()
         if self.health_check is not None:
             self.health_check.stop()
+        if self.forensics is not None:
+            self.forensics.close()
 
     def _finish(self, exec_failure: Optional[ExecFailure] = None) -> int:
         from .finish import finish
@@ -371,6 +401,8 @@ class Supervisor:
             warn_if_health_path_missing(self.reactor, self.log, address, self.config.health_path)
         if self.watch is not None:
             self.watch.write_status()
+        if self.forensics is not None:
+            self.forensics.on_ready(self.ready_after_s)
 
     def _on_startup_timeout(self) -> None:
         self._reap()  # as in _on_stop_timeout: an end at the deadline is that end
@@ -456,6 +488,8 @@ class Supervisor:
                 f"waiting up to {grace:g} s for it to exit"
             )
             self.stop_timer = self.reactor.call_later(grace, self._on_stop_timeout)
+            if self.forensics is not None:
+                self.forensics.sample_before(grace, "stop grace")
 
     def _on_stop_timeout(self) -> None:
         # Timers run before pending signals are read: a child that exited just
@@ -554,7 +588,7 @@ class Supervisor:
             config=self.config, reactor=self.reactor, log=self.log, redact=self.redact,
             notifier=self.notifier, sinks=self.sinks, stub=self.stub, listener=self.listener,
             termination_log=self.watch.termination_log if self.watch is not None else None,
-            health_check=result,
+            health_check=result, forensics=self.forensics,
         )
 
     @property

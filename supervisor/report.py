@@ -12,13 +12,15 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .causes import Outcome, frame_text
 from .tracebacks import Frame, ParsedException
 
 # Lines of the tail repeated under the block: the full text was relayed above it.
 HUMAN_TAIL_LINES = 8
+# The innermost frames of a sampled stack shown in the block (the report has them all).
+STACK_LINES = 6
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,12 @@ def where_text(outcome: Outcome) -> Optional[str]:
 
 def human_block(
     report: Report, report_file: Optional[str], verdict: Optional[str] = None,
-    report_error: Optional[str] = None,
+    report_error: Optional[str] = None, startup: Sequence[str] = (),
 ) -> list[str]:
-    """The lines a person reads on stderr; the caller adds the prefix."""
+    """The lines a person reads on stderr; the caller adds the prefix.
+
+    ``startup`` is the start-up waterfall (``importprofile.waterfall``).
+    """
     if report.ready_after_s is not None:
         ready = f"ready after {report.ready_after_s:.2f} s"
     elif report.extra.get("handoff") == "none":
@@ -157,6 +162,14 @@ def human_block(
         lines.append(f"signals:  {received}")
     if report.memory_line:
         lines.append(f"memory:   {report.memory_line}")
+    lines += [f"{'start-up:' if i == 0 else '':<10}{text}" for i, text in enumerate(startup)]
+    stack = report.extra.get("last_stack") or {}
+    if stack.get("frames"):
+        lines.append(f"last stack (sampled {stack.get('age_s', 0.0):.1f} s before the end):")
+        # importlib's own frames between the modules say nothing to a reader.
+        shown = [f for f in stack["frames"] if not str(f["filename"]).startswith("<frozen ")]
+        lines += [f"  {f['filename']}:{f['lineno']} in {f['function']}"
+                  for f in shown[-STACK_LINES:]]
     tail = [line for line in report.stderr_tail.splitlines() if line.strip()]
     if tail:
         lines.append("last lines of stderr:")
