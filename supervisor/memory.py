@@ -1,10 +1,10 @@
 """Memory of the child: its process tree, its cgroup, its peak and its end.
 
-Owns: reading a memory cgroup (v1 or v2) and finding the one a process is in;
-sampling the RSS of the child's whole process tree; the bounded timeline of
-samples; the one early warning when usage nears the limit; the evidence that
-the kernel's OOM killer ended the child; the child's ``oom_score_adj``; and the
-Kubernetes termination log.
+Owns: sampling the RSS of the child's whole process tree (from /proc on
+Linux, psutil elsewhere) and its memory cgroup (read by ``cgroups``); the
+bounded timeline of samples and its one-line picture; the one early warning
+when usage nears the limit; and the evidence that the kernel's OOM killer
+ended the child.
 Must not know: the event loop, signals, the report file or Sentry. The loop
 calls ``start``, ``sample`` on a timer and ``finish`` once; what it does with
 the values it gets back is its business. Nothing here raises at the loop: a
@@ -13,29 +13,29 @@ failure turns sampling off and says why in ``disabled_reason``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from . import procfs
 from .cgroups import CgroupMemory, CgroupSnapshot
+
+# Moved to termination_log; re-exported until every caller imports it from there.
+from .termination_log import TerminationLog as TerminationLog
 
 MIB = 1024 * 1024
 # The growth rate in a warning is measured over this window: long enough to
 # smooth one allocation, short enough to describe what is happening now.
 GROWTH_WINDOW_S = 5.0
-# Tree discovery scans all of /proc (psutil's children()): about 1 ms, against
-# 0.03 ms to read statm of pids already known. Rediscover every few seconds,
-# and at once when a known process has gone.
+# Tree discovery reads the children lists of every process in the tree (a
+# scan of all of /proc where the kernel has none), against 0.03 ms to read
+# statm of pids already known. Rediscover every few seconds, and at once when
+# a known process has gone.
 REDISCOVER_EVERY_S = 2.0
 # Full-rate samples kept before older ones are thinned.
 DEFAULT_MAX_SAMPLES = 240
 BLOCKS = "▁▂▃▄▅▆▇█"
-TERMINATION_LOG_LIMIT = 4096
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
 
 def _max_known(*values: Optional[int]) -> Optional[int]:
     known = [v for v in values if v is not None]
@@ -43,23 +43,6 @@ def _max_known(*values: Optional[int]) -> Optional[int]:
 
 
 # -- the child's process tree -------------------------------------------------
-
-
-def _statm_rss(pid: int) -> Optional[int]:
-    try:
-        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 256)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    fields = data.split()
-    if len(fields) < 2:
-        return None
-    return int(fields[1]) * _PAGE_SIZE
 
 
 class _ProcessTree:
@@ -76,27 +59,34 @@ class _ProcessTree:
         self._rediscover_every = max(1, rediscover_every)
         self._countdown = 0
         self._pids: tuple[int, ...] = (root_pid,)
+        # On Linux /proc says it all, and psutil (35 ms, several MiB) is never imported.
+        self._proc = procfs.supported()
 
     @property
     def pids(self) -> tuple[int, ...]:
         return self._pids
 
     def _rediscover(self) -> None:
-        if os.path.isdir(f"/proc/{os.getpid()}/task"):
-            # /proc's children lists: no psutil in the supervisor's memory (it
-            # costs 35 ms and several MiB) where the kernel says it directly.
-            from .readiness import descendants as proc_descendants
+        if self._proc:
+            found = procfs.descendants(self._root_pid)
+        else:
+            import psutil  # not Linux: no /proc to read
 
-            found = proc_descendants(self._root_pid)
-            self._pids = (self._root_pid, *(pid for pid in found if pid != self._root_pid))
-            return
-        import psutil  # elsewhere (macOS): imported by the first sample
+            try:
+                found = [p.pid for p in psutil.Process(self._root_pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                found = []
+        self._pids = (self._root_pid, *(pid for pid in found if pid != self._root_pid))
+
+    def _rss(self, pid: int) -> Optional[int]:
+        if self._proc:
+            return procfs.statm_rss(pid)
+        import psutil
 
         try:
-            descendants = psutil.Process(self._root_pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        self._pids = (self._root_pid, *(p.pid for p in descendants))
+            return int(psutil.Process(pid).memory_info().rss)
+        except psutil.Error:
+            return None
 
     def rss(self) -> tuple[Optional[int], int]:
         """(total RSS in bytes, number of processes read); (None, 0) when none is left."""
@@ -107,7 +97,7 @@ class _ProcessTree:
         total = 0
         read = 0
         for pid in self._pids:
-            rss = _statm_rss(pid)
+            rss = self._rss(pid)
             # A zombie (dead, not yet reaped) reads as 0 pages: it holds nothing.
             if not rss:
                 # Gone: its pid could be reused, and its parent may have
@@ -321,11 +311,10 @@ class MemoryWatcher:
             if self.cgroup is None:
                 self.cgroup = CgroupMemory.of_process(child_pid) or CgroupMemory.of_process()
             # The counter before the run: a kill before it is not this child's.
-            # Read first, so that ``finish`` can still judge if psutil fails.
+            # Read first, so that ``finish`` can still judge if sampling fails.
             self._baseline = self.cgroup.read() if self.cgroup is not None else None
-            # psutil (~35 ms to import) is imported by the first sample, one
-            # interval after the spawn: it must not delay the start of the app
-            # or the first health answer.
+            # Not Linux: psutil (~35 ms to import) comes with the first sample,
+            # one interval after the spawn, never before the app's start.
             self._tree = _ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
         except Exception as exc:  # watching is optional, the app is not
             self.disabled_reason = f"memory sampling off: {type(exc).__name__}: {exc}"
@@ -448,51 +437,3 @@ class MemoryWatcher:
         if peak is not None and peak >= reach and (before is None or before < reach):
             return f"peak {peak} reached the limit {limit}"
         return None
-
-
-# -- protecting the reporter ----------------------------------------------------
-
-
-class TerminationLog:
-    """Kubernetes' termination message file: what ``kubectl describe pod`` shows.
-
-    A status is kept there while the child runs, so that something useful is
-    left even if the whole container is OOM-killed at once (cgroup v2
-    ``memory.oom.group``); the final summary replaces it and is never
-    overwritten by a later status. Kubernetes reads at most 4096 bytes.
-    """
-
-    def __init__(self, path: str = "/dev/termination-log") -> None:
-        self.path = path
-        self._final = False
-
-    @property
-    def enabled(self) -> bool:
-        return os.path.isfile(self.path) and os.access(self.path, os.W_OK)
-
-    def write_status(self, text: str) -> None:
-        if not self._final:
-            self._write(text)
-
-    def write_final(self, text: str) -> None:
-        self._final = True
-        self._write(text)
-
-    def _write(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")[:TERMINATION_LOG_LIMIT]
-        # Cut at a character boundary, not inside a multi-byte one.
-        data = data.decode("utf-8", "ignore").encode("utf-8")
-        try:
-            # In place, not write-and-rename: the file is usually a bind mount,
-            # which cannot be replaced. Write first, then cut the old tail, so
-            # a kill in between leaves the new text readable.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
