@@ -29,6 +29,7 @@ from supervisor.memory import (
 )
 from tests import cgroups
 from tests.cgroups import memory_group, spawn, write_files
+from tests.conftest import wait_for
 
 __all__ = ["memory_group", "spawn"]  # fixtures, used by name
 
@@ -39,18 +40,7 @@ CGROUP_UNUSABLE = cgroups.unusable_reason()
 needs_cgroup = pytest.mark.skipif(CGROUP_UNUSABLE is not None, reason=str(CGROUP_UNUSABLE))
 
 
-def poll(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def reap(process: subprocess.Popen[bytes], timeout: float = 15.0) -> tuple[int, int]:
+def reap(process: subprocess.Popen[bytes], timeout: float = 30.0) -> tuple[int, int]:
     """Wait for ``process`` with wait4; return (wait status, ru_maxrss in bytes)."""
     result: list[tuple[int, int]] = []
 
@@ -61,7 +51,7 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 15.0) -> tuple[int, 
             process.returncode = os.waitstatus_to_exitcode(status)
         return bool(pid)
 
-    poll(done, timeout, f"pid {process.pid} to end")
+    wait_for(done, timeout, what=f"pid {process.pid} to end")
     return result[0]
 
 
@@ -73,7 +63,7 @@ def script(name: str, *args: str) -> tuple[str, ...]:
     return (PYTHON, str(CHILDREN / name), *args)
 
 
-def read_line(process: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
+def read_line(process: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
     import select
 
     assert process.stdout is not None
@@ -93,7 +83,7 @@ def tree_rss(pid: int) -> tuple[int, set[int]]:
 
 
 def watch_until_exit(
-    watcher: MemoryWatcher, process: subprocess.Popen[bytes], timeout: float = 20.0
+    watcher: MemoryWatcher, process: subprocess.Popen[bytes], timeout: float = 30.0
 ) -> tuple[int, int, list[MemoryWarning]]:
     """Sample every 10 ms until the child ends; (status, ru_maxrss bytes, warnings)."""
     warnings: list[MemoryWarning] = []
@@ -109,7 +99,7 @@ def watch_until_exit(
             process.returncode = os.waitstatus_to_exitcode(status)
         return bool(pid)
 
-    poll(ended, timeout, f"pid {process.pid} to end")
+    wait_for(ended, timeout, what=f"pid {process.pid} to end")
     return result[0][0], result[0][1], warnings
 
 
@@ -148,7 +138,7 @@ def test_a_plain_kill_9_without_pressure_has_no_oom_evidence(
     watcher = MemoryWatcher(0.5, 0.9, cgroup=cgroup)
     process = spawn(*script("mem_grow.py", "--step-mb", "8", "--max-mb", "24"), group=group)
     watcher.start(process.pid, time.monotonic())
-    poll(lambda: read_line(process) == "holding\n", 15, "the child to hold its memory")
+    wait_for(lambda: read_line(process) == "holding\n", what="the child to hold its memory")
     assert watcher.sample() is None
     process.kill()
     status, max_rss = reap(process)
@@ -257,11 +247,11 @@ def test_uvicorn_with_three_workers_is_sampled_as_one_tree(
         except OSError:
             return False
 
-    poll(answers, 20, "uvicorn to answer")
+    wait_for(answers, what="uvicorn to answer")
     watcher = MemoryWatcher(0.5, 0.9)
     watcher.start(process.pid, time.monotonic())
     workers = psutil.Process(process.pid).children()
-    poll(lambda: len([w for w in workers if w.is_running()]) >= 3, 10, "3 workers")
+    wait_for(lambda: len([w for w in workers if w.is_running()]) >= 3, what="3 workers")
     # Workers settle after their first request; compare once two samples agree.
     values: list[int] = []
 
@@ -272,7 +262,7 @@ def test_uvicorn_with_three_workers_is_sampled_as_one_tree(
         values.append(sample.tree_rss_bytes)
         return len(values) > 1 and abs(values[-1] - values[-2]) <= 0.01 * values[-1]
 
-    poll(steady, 10, "the tree's RSS to settle")
+    wait_for(steady, what="the tree's RSS to settle")
     expected, seen = tree_rss(process.pid)
     assert {process.pid, *(w.pid for w in workers)} <= set(watcher.tree_pids) == seen
     assert abs(values[-1] - expected) <= 0.05 * expected
@@ -314,7 +304,7 @@ def test_the_warning_fires_once_at_the_threshold(
             held_since.append(time.monotonic())
         return bool(held_since) and time.monotonic() - held_since[0] > 1.0
 
-    poll(held_a_while, 20, "usage to pass 90 % of the limit")
+    wait_for(held_a_while, what="usage to pass 90 % of the limit")
     assert process.poll() is None, "the child was meant to stay below the limit"
     assert len(warnings) == 1
     index, warning = warnings[0]
@@ -327,31 +317,20 @@ def test_the_warning_fires_once_at_the_threshold(
     print(warning.message())
 
 
-# -- cost ----------------------------------------------------------------------------
+# -- repeated sampling (its cost is measured in bench/memory_sampling.py) ------------
 
 
-def test_sampling_cost_of_a_five_process_tree(
+def test_a_five_process_tree_sampled_a_hundred_times_stays_on(
     spawn: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     process = spawn(*script("mem_tree.py", "--children", "4", "--mb", "1"))
     assert len(read_line(process).split()) == 6
     watcher = MemoryWatcher(0.5, 0.9)
     watcher.start(process.pid, time.monotonic())
-    watcher.sample()
-    assert watcher.last_sample is not None and watcher.last_sample.processes == 5
-    count = 100
-    started = time.process_time()
-    for _ in range(count):
+    for _ in range(100):
         watcher.sample()
-    per_sample_ms = (time.process_time() - started) / count * 1000
-    share = per_sample_ms / 1000 / watcher.interval_s * 100
-    print(
-        f"memory sampling: {per_sample_ms:.3f} ms CPU per sample of 5 processes"
-        f" (cgroup v{watcher.cgroup.version if watcher.cgroup else '-'}),"
-        f" {share:.3f} % of one core at {watcher.interval_s} s"
-    )
+        assert watcher.last_sample is not None and watcher.last_sample.processes == 5
     assert watcher.disabled_reason is None
-    assert per_sample_ms < 5.0
 
 
 def test_sampling_on_linux_needs_no_psutil() -> None:
