@@ -19,8 +19,8 @@ import errno
 import os
 import socket
 
+from supervisor import http_wire as wire
 from supervisor.listener import bind_listener, loopback_address
-from supervisor.values import frozen
 
 # The stub must answer within milliseconds of the child's spawn: no ``re``,
 # ``json`` or ``typing`` at run time (together about 8 ms to import).
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HealthStub", "StubPhase", "bind_listener", "loopback_address"]
 
-# Request heads larger than this are refused with 431, as common servers do.
-MAX_HEAD_BYTES = 8 * 1024
 # A body sent to a path the stub answers is read and thrown away up to this size.
 MAX_STUB_BODY_BYTES = 64 * 1024
 # Bytes of one held connection kept for the app; past this the client is simply
@@ -55,26 +53,6 @@ ACCEPT_BATCH = 64
 ACCEPT_BACKOFF_S = 0.1
 RECV_CHUNK = 64 * 1024
 
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-# RFC 9110 token characters; visible ASCII for a request target; what a
-# field value may hold (tab, visible ASCII, obs-text). ``bytes.translate`` with
-# these as the deleted set checks a whole field in C.
-_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_VISIBLE = bytes(range(0x21, 0x7F))
-_VALUE_CHARS = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _AGAIN = (BlockingIOError, InterruptedError)
 
 
@@ -97,159 +75,6 @@ class _State(enum.Enum):
     CLOSING = "closing"  # the last response is being written
     LINGER = "linger"  # write side shut; input drained until EOF or timeout
     PUMP = "pump"  # handed to the app: bytes copied both ways
-
-
-def _is_token(data: bytes) -> bool:
-    return bool(data) and not data.translate(None, _TOKEN_CHARS)
-
-
-def _head_end(buffer: bytearray, limit: int) -> Optional[tuple[int, int]]:
-    """Where the blank line ending a request head starts and ends (``\r?\n\r?\n``)."""
-    view = bytes(buffer[:limit])
-    newline = view.find(b"\n")
-    while newline != -1:
-        after = newline + 1
-        if view[after : after + 1] == b"\n":
-            end = after + 1
-        elif view[after : after + 2] == b"\r\n":
-            end = after + 2
-        else:
-            newline = view.find(b"\n", after)
-            continue
-        start = newline - 1 if newline > 0 and view[newline - 1] == 0x0D else newline
-        return start, end
-    return None
-
-
-def _request_line(line: bytes) -> Optional[tuple[bytes, bytes, bytes, bytes]]:
-    """``METHOD SP TARGET SP HTTP/D.D``: (method, target, major, minor), or None."""
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        return None
-    method, target, version = parts
-    if not _is_token(method) or not target or target.translate(None, _VISIBLE):
-        return None
-    if (
-        len(version) != 8
-        or not version.startswith(b"HTTP/")
-        or version[6:7] != b"."
-        or not version[5:6].isdigit()
-        or not version[7:8].isdigit()
-    ):
-        return None
-    return method, target, version[5:6], version[7:8]
-
-
-@frozen
-class _Request:
-    """One parsed request head (only what the stub acts on)."""
-
-    method: bytes
-    path: str
-    http11: bool
-    keep_alive: bool
-    content_length: int
-    chunked: bool
-
-
-@frozen
-class _Reject:
-    """A request the stub refuses to parse further, with the status it gets."""
-
-    status: int
-
-
-def _parse_head(head: bytes) -> _Request | _Reject:
-    """Parse a request head (request line and header lines, without the blank line)."""
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
-    first = _request_line(lines[0])
-    if first is None:
-        return _Reject(400)
-    method, target, major, minor = first
-    if major != b"1":
-        return _Reject(505)
-    http11 = minor != b"0"
-    connection: set[bytes] = set()
-    lengths: set[bytes] = set()
-    codings: list[bytes] = []
-    for line in lines[1:]:
-        raw_name, colon, raw_value = line.partition(b":")
-        value = raw_value.strip(b" \t")
-        # Obsolete line folding and whitespace before the colon are refused: both
-        # are classic request-smuggling vectors.
-        if not colon or not _is_token(raw_name) or value.translate(None, _VALUE_CHARS):
-            return _Reject(400)
-        name = raw_name.lower()
-        if name == b"connection":
-            connection.update(token.strip().lower() for token in value.split(b","))
-        elif name == b"content-length":
-            lengths.add(value)
-        elif name == b"transfer-encoding":
-            codings.extend(token.strip().lower() for token in value.split(b","))
-    content_length = 0
-    if lengths:
-        value = lengths.pop()
-        if lengths or codings or not value.isdigit() or len(value) > 18:
-            return _Reject(400)
-        content_length = int(value)
-    chunked = bool(codings)
-    if chunked and codings[-1] != b"chunked":
-        return _Reject(400)
-    keep_alive = b"close" not in connection and (http11 or b"keep-alive" in connection)
-    return _Request(method, _path_of(target), http11, keep_alive, content_length, chunked)
-
-
-def _path_of(target: bytes) -> str:
-    """The path of a request target: origin form or absolute form, without the query."""
-    text = target.decode("ascii", "replace")
-    if "://" in text:
-        after = text.split("://", 1)[1]
-        slash = after.find("/")
-        text = after[slash:] if slash >= 0 else "/"
-    return text.split("?", 1)[0].split("#", 1)[0]
-
-
-def _json_object(payload: dict[str, str]) -> bytes:
-    """A flat JSON object of strings, as ``json.dumps`` would write it compactly."""
-
-    def quote(text: str) -> str:
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + "".join(
-            c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped
-        ) + '"'
-
-    inner = ",".join(f"{quote(key)}:{quote(value)}" for key, value in payload.items())
-    return ("{" + inner + "}").encode("utf-8")
-
-
-def _response(
-    status: int,
-    payload: dict[str, str],
-    *,
-    head_only: bool = False,
-    close: bool = True,
-    keep_alive_header: bool = False,
-    retry_after: bool = False,
-    allow: bool = False,
-) -> bytes:
-    body = _json_object(payload) + b"\n"
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
-    ]
-    if retry_after:
-        lines.append(f"Retry-After: {RETRY_AFTER_S}")
-    if allow:
-        lines.append("Allow: GET, HEAD")
-    if close:
-        lines.append("Connection: close")
-    elif keep_alive_header:
-        # An HTTP/1.0 client that asked for keep-alive must be told it got it.
-        lines.append("Connection: keep-alive")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return data if head_only else data + body
 
 
 class _Connection:
@@ -623,7 +448,7 @@ class HealthStub:
     def _on_idle(self, conn: _Connection) -> None:
         if conn.state is _State.OPEN and (conn.inbuf or conn.discard) and not conn.outbuf:
             # A request started and never finished (slowloris): say so, then close.
-            self._finish(conn, _response(408, {"status": "timeout"}))
+            self._finish(conn, wire.response(408, {"status": "timeout"}))
         else:
             self._drop(conn)
 
@@ -714,25 +539,19 @@ class HealthStub:
                 if not conn.outbuf:
                     self._start_pump(conn)
                 return
-            # Empty lines before a request line are allowed (RFC 9112, section 2.2).
-            while conn.inbuf[:1] == b"\n" or conn.inbuf[:2] == b"\r\n":
-                del conn.inbuf[: 1 if conn.inbuf[:1] == b"\n" else 2]
+            wire.skip_empty_lines(conn.inbuf)
             if not conn.inbuf:
                 return
-            end = _head_end(conn.inbuf, MAX_HEAD_BYTES + 4)
-            if end is None:
-                if len(conn.inbuf) > MAX_HEAD_BYTES:
-                    status = 431 if b"\n" in conn.inbuf[:MAX_HEAD_BYTES] else 414
-                    self._finish(conn, _response(status, {"status": "rejected"}))
+            parsed = wire.read_request(conn.inbuf)
+            if parsed is None:
                 return
-            parsed = _parse_head(bytes(conn.inbuf[: end[0]]))
-            if isinstance(parsed, _Reject):
-                self._finish(conn, _response(parsed.status, {"status": "rejected"}))
+            if isinstance(parsed, wire.Reject):
+                self._finish(conn, wire.response(parsed.status, {"status": "rejected"}))
                 return
-            self._answer(conn, parsed, end[1])
+            self._answer(conn, parsed)
 
-    def _answer(self, conn: _Connection, request: _Request, head_end: int) -> None:
-        """Answer, hold or refuse one request whose head ends at ``head_end``."""
+    def _answer(self, conn: _Connection, request: wire.Request) -> None:
+        """Answer, hold or refuse one request whose head starts the input buffer."""
         head_only = request.method == b"HEAD"
         own_path = request.path == self._health_path or (
             self._ready_path is not None and request.path == self._ready_path
@@ -745,9 +564,9 @@ class HealthStub:
                 self._arm(conn, self._hold_timeout_s, self._on_hold_timeout)
                 return
             self._log("health stub: too many early requests held; answered 503")
-        del conn.inbuf[:head_end]
+        del conn.inbuf[: request.head_bytes]
         if own_path and request.content_length > MAX_STUB_BODY_BYTES:
-            self._finish(conn, _response(413, {"status": "rejected"}, head_only=head_only))
+            self._finish(conn, wire.response(413, {"status": "rejected"}, head_only=head_only))
             return
         # A chunked body is not decoded: answer, then drain it while closing.
         close = (
@@ -757,7 +576,7 @@ class HealthStub:
         )
         keep_alive_header = not close and not request.http11
         if not own_path and self._phase is StubPhase.SERVING:
-            data = _response(
+            data = wire.response(
                 404, {"status": "not found"}, head_only=head_only, close=close,
                 keep_alive_header=keep_alive_header,
             )
@@ -766,17 +585,17 @@ class HealthStub:
                 head_only=head_only, close=close, keep_alive_header=keep_alive_header
             )
         elif request.method not in (b"GET", b"HEAD"):
-            data = _response(
+            data = wire.response(
                 405,
                 {"status": "method not allowed"},
                 head_only=head_only,
                 close=close,
                 keep_alive_header=keep_alive_header,
-                allow=True,
+                allow="GET, HEAD",
             )
         else:
             status, payload = self._status_for(request.path)
-            data = _response(
+            data = wire.response(
                 status,
                 payload,
                 head_only=head_only,
@@ -805,13 +624,13 @@ class HealthStub:
             payload = {"status": "down", "cause": self._cause}
         else:
             payload = {"status": "starting"}
-        return _response(
+        return wire.response(
             503,
             payload,
             head_only=head_only,
             close=close,
             keep_alive_header=keep_alive_header,
-            retry_after=True,
+            retry_after_s=RETRY_AFTER_S,
         )
 
     def _finish(self, conn: _Connection, data: bytes) -> None:
@@ -880,7 +699,8 @@ class HealthStub:
         self._log("health stub: could not reach the app for a held request; answered 502")
         self._drop_upstream(conn)
         conn.state = _State.OPEN
-        self._finish(conn, _response(502, {"status": "unreachable"}, retry_after=True))
+        refusal = wire.response(502, {"status": "unreachable"}, retry_after_s=RETRY_AFTER_S)
+        self._finish(conn, refusal)
 
     def _pump_from_client(self, conn: _Connection) -> None:
         try:
