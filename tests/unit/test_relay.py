@@ -30,6 +30,9 @@ OTHER_LINES = [
     b"",
     b"  import time:       523 |        523 |   _io",
     b"import time:  1 | 2 | " + b"x" * 1500,
+    b"| a table | row |",
+    b"import time:|",
+    b"import time: 1 | 2 | two words",
 ]
 
 
