@@ -268,3 +268,134 @@ def verdict_text(
     if where:
         text += f"; the app was still in {where}"
     return text
+
+
+# -- the whole run --------------------------------------------------------------
+
+
+class Deployment(enum.Enum):
+    """What the platform would have done with this deployment, the whole run considered."""
+
+    PASSED = "passed"  # it would have finished the deployment, and the app still runs
+    FAILED = "failed"  # it would have rolled the deployment back
+    REPLACED = "replaced"  # it would have finished it, then replaced the instance
+    UNDECIDED = "undecided"  # the run was stopped before the platform decided
+
+
+@dataclass(frozen=True)
+class ChildEnd:
+    """How and when the child ended, as the verdict needs it.
+
+    Times count from the start of the health check (a few ms after the spawn).
+    ``requested`` is true when the run was stopped from outside (a stop signal
+    forwarded to the child): the end is then nobody's failure.
+    """
+
+    at_s: float
+    how: str  # "exit code 1, python_exception", "SIGKILL, oom_killed"
+    requested: bool = False
+    ready_at_s: Optional[float] = None  # when the app itself could answer; None if never
+
+    @classmethod
+    def of(
+        cls,
+        at_s: float,
+        exit_code: Optional[int],
+        signal: Optional[str],
+        cause: str,
+        requested: bool = False,
+        ready_at_s: Optional[float] = None,
+    ) -> ChildEnd:
+        status = f"exit code {exit_code}" if exit_code is not None else (signal or "ended")
+        return cls(at_s, f"{status}, {cause}", requested, ready_at_s)
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    """The platform's decision over the whole run, with the sentence that says it."""
+
+    deployment: Deployment
+    text: str  # the verdict line of the human block
+
+    @property
+    def passed(self) -> bool:
+        return self.deployment is Deployment.PASSED
+
+
+def watch_after_passing_s(spec: HealthCheckSpec) -> float:
+    """How long a platform still watches a new instance after its check first passed.
+
+    The time its check needs to see the instance fail (``unhealthy_threshold``
+    probes, one ``interval`` apart): a container that exits within it would
+    fail the deployment, not just be replaced later.
+    """
+    return spec.interval_s * spec.unhealthy_threshold
+
+
+def decide(
+    platform_name: Optional[str],
+    result: HealthCheckResult,
+    spec: HealthCheckSpec,
+    where: Optional[str],
+    end: Optional[ChildEnd],
+) -> RunVerdict:
+    """The platform's decision from its probes and from how the child ended.
+
+    ``end`` is None while the child still runs. A platform fails a
+    deployment whose container exits before the check passes, after a pass
+    that only the supervisor's stub gave (the app itself never answered), or
+    inside ``watch_after_passing_s`` of the pass; a later exit replaces the
+    instance. A requested stop changes nothing: the probes decide alone.
+    """
+    who = platform_name or "A platform running this health check"
+    state = result.state
+    text = verdict_text(platform_name, result, spec, where)
+    if state is CheckState.FAILED:
+        return RunVerdict(Deployment.FAILED, text)
+    if state is CheckState.UNHEALTHY:
+        return RunVerdict(Deployment.REPLACED, text)
+    if end is None or end.requested:
+        if state is CheckState.PASSED:
+            return RunVerdict(Deployment.PASSED, text)
+        return RunVerdict(Deployment.UNDECIDED, text)
+    exited = f"the app exited ({end.how}) at {seconds_text(end.at_s)}"
+    passed_at = result.passed_at_s
+    window = watch_after_passing_s(spec)
+    if state is CheckState.PENDING or passed_at is None:
+        why = f"{exited}, before the health check passed"
+    elif end.ready_at_s is None:
+        why = (
+            f"{exited} without ever becoming ready; the health check passed at "
+            f"{seconds_text(passed_at)} only on the supervisor's stub's answers"
+        )
+    elif end.at_s - passed_at <= window:
+        why = (
+            f"{exited}, {seconds_text(max(0.0, end.at_s - passed_at))} after the health check "
+            f"passed, inside the {seconds_text(window)} the platform watches a new instance "
+            f"({_plural(spec.unhealthy_threshold, 'check')} {seconds_text(spec.interval_s)} "
+            "apart)"
+        )
+    else:
+        return RunVerdict(
+            Deployment.REPLACED,
+            f"{who} would have passed this deployment at {seconds_text(passed_at)}, then "
+            f"replaced the instance: {exited}",
+        )
+    text = f"{who} would have failed this deployment: {why}"
+    if where:
+        text += f"; the app was in {where}"
+    return RunVerdict(Deployment.FAILED, text)
+
+
+def health_check_report(
+    result: HealthCheckResult, verdict: RunVerdict, spec: HealthCheckSpec
+) -> dict[str, object]:
+    """The report's ``health_check`` section: ``passed`` is the verdict's, never the probes'."""
+    data = result.as_report()
+    data.update(
+        passed=verdict.passed,
+        deployment=verdict.deployment.value,
+        verdict=verdict.text,
+        spec=spec.describe(),
+    )
+    return data

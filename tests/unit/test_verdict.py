@@ -6,10 +6,15 @@ from supervisor.config import HealthCheckSpec
 from supervisor.verdict import (
     MAX_PROBES,
     CheckState,
+    ChildEnd,
+    Deployment,
     Probe,
     ProbeKind,
     ProbeRecord,
+    decide,
+    health_check_report,
     verdict_text,
+    watch_after_passing_s,
 )
 
 APP_RUNNER_HTTP = HealthCheckSpec("http", "/healthz", 5.0, 2.0, 1, 5)
@@ -123,3 +128,87 @@ def test_an_undecided_check_names_its_settings() -> None:
         "the last: HTTP 503"
     )
     assert record(APP_RUNNER_HTTP).result().reason == "no health check was sent"
+
+
+# -- the whole run: how the child ended counts too ------------------------------------
+
+
+def passed_on(by: str) -> ProbeRecord:
+    return record(APP_RUNNER_HTTP, ok(0.0, by=by))
+
+
+def test_a_crash_at_import_after_the_stubs_pass_fails_the_deployment() -> None:
+    result = passed_on("stub").result()
+    end = ChildEnd.of(0.6, 1, None, "python_exception")
+    verdict = decide("App Runner", result, APP_RUNNER_HTTP, "app/main.py:3 in <module>", end)
+    assert verdict.deployment is Deployment.FAILED and not verdict.passed
+    assert verdict.text == (
+        "App Runner would have failed this deployment: the app exited (exit code 1, "
+        "python_exception) at 0.6 s without ever becoming ready; the health check passed at "
+        "0.01 s only on the supervisor's stub's answers; the app was in app/main.py:3 in "
+        "<module>"
+    )
+    section = health_check_report(result, verdict, APP_RUNNER_HTTP)
+    assert section["passed"] is False and section["deployment"] == "failed"
+    assert section["state"] == "passed"  # what the probes alone said
+    assert section["verdict"] == verdict.text
+    assert section["spec"] == "http:/healthz,interval=5,timeout=2,healthy=1,unhealthy=5"
+
+
+def test_an_exit_before_any_pass_fails_the_deployment() -> None:
+    result = record(APP_RUNNER_HTTP, failed(0.0)).result()
+    verdict = decide(None, result, APP_RUNNER_HTTP, None,
+                     ChildEnd.of(0.4, None, "SIGKILL", "oom_killed"))
+    assert verdict.deployment is Deployment.FAILED
+    assert verdict.text == (
+        "A platform running this health check would have failed this deployment: the app "
+        "exited (SIGKILL, oom_killed) at 0.4 s, before the health check passed"
+    )
+
+
+def test_an_exit_soon_after_the_app_became_ready_fails_the_deployment() -> None:
+    assert watch_after_passing_s(APP_RUNNER_HTTP) == 25.0
+    result = passed_on("app").result()
+    end = ChildEnd.of(20.0, 0, None, "exited", ready_at_s=2.0)
+    verdict = decide("App Runner", result, APP_RUNNER_HTTP, None, end)
+    assert verdict.deployment is Deployment.FAILED
+    assert verdict.text == (
+        "App Runner would have failed this deployment: the app exited (exit code 0, exited) "
+        "at 20 s, 20 s after the health check passed, inside the 25 s the platform watches a "
+        "new instance (5 checks 5 s apart)"
+    )
+
+
+def test_an_exit_long_after_passing_replaces_the_instance() -> None:
+    result = passed_on("app").result()
+    end = ChildEnd.of(600.0, None, "SIGSEGV", "fatal_signal", ready_at_s=2.0)
+    verdict = decide("App Runner", result, APP_RUNNER_HTTP, None, end)
+    assert verdict.deployment is Deployment.REPLACED and not verdict.passed
+    assert verdict.text == (
+        "App Runner would have passed this deployment at 0.01 s, then replaced the instance: "
+        "the app exited (SIGSEGV, fatal_signal) at 600 s"
+    )
+
+
+def test_a_requested_stop_leaves_the_decision_to_the_probes() -> None:
+    stopped = ChildEnd.of(3.0, None, "SIGTERM", "stopped", requested=True, ready_at_s=1.0)
+    passed = decide("ECS", passed_on("app").result(), APP_RUNNER_HTTP, None, stopped)
+    assert passed.deployment is Deployment.PASSED and passed.passed
+    assert passed.text.startswith("ECS would have passed this deployment: 1 consecutive")
+    pending = decide("ECS", record(APP_RUNNER_HTTP).result(), APP_RUNNER_HTTP, None, stopped)
+    assert pending.deployment is Deployment.UNDECIDED
+    assert pending.text.startswith("ECS had not decided yet")
+
+
+def test_a_running_app_that_passed_passes() -> None:
+    verdict = decide("App Runner", passed_on("app").result(), APP_RUNNER_HTTP, None, None)
+    assert verdict.deployment is Deployment.PASSED
+
+
+def test_a_failed_or_unhealthy_check_decides_whatever_the_end() -> None:
+    end = ChildEnd.of(30.0, 1, None, "exit_code")
+    failing = record(APP_RUNNER_HTTP, *(failed(t) for t in (0, 5, 10, 15, 20))).result()
+    assert decide(None, failing, APP_RUNNER_HTTP, None, end).deployment is Deployment.FAILED
+    spec = HealthCheckSpec("http", "/healthz", 10.0, 1.0, 1, 1)
+    unhealthy = record(spec, ok(0), failed(10)).result()
+    assert decide(None, unhealthy, spec, None, end).deployment is Deployment.REPLACED
