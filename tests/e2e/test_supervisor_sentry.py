@@ -97,8 +97,9 @@ def test_a_misbehaving_sentry_never_holds_the_exit(
         with Receiver(mode) as receiver:
             elapsed, code, err = crash(receiver.dsn)
     assert code == 3
-    # Python's own start-up is in there too; the bound is the timeout plus 0.5 s.
-    assert elapsed < 1.0 + 0.5 + 0.5
+    # Unbounded, a hanging Sentry holds a send for the SDK's 30 s socket timeout; the
+    # bound here only tells the two apart (bench/sentry.py measures how close to 1 s).
+    assert elapsed < 15.0
     data = json.loads(report.read_text())
     assert data["cause"] == "exit_code"
     assert data["sentry"]["delivered"] is False
