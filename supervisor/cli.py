@@ -186,7 +186,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--clean-env", "clean_env",
-        "reproduce: the child gets only the env file's variables and a minimal PATH",
+        "reproduce: the child gets only the env file's variables, and what an image keeps "
+        "of the caller's (PATH, HOME, LANG, LC_*, VIRTUAL_ENV)",
     ),
     Option(
         "--no-network", "no_network",

@@ -1,8 +1,9 @@
 """The child's environment as a platform would give it: from an env file, or only that.
 
 Owns: parsing a dotenv file (the forms people keep, refused with the file and
-line otherwise) and building the child's environment from it, with or
-without the caller's own variables (``--clean-env``).
+line otherwise); building the child's environment from it, with the caller's
+variables or (``--clean-env``) only those an image would give too; and finding
+the command on the caller's PATH when the child's differs.
 Must not know: the loop, the spawn or the supervisor's own defaults for the
 child (``child.child_environment`` adds those afterwards).
 
@@ -17,9 +18,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping, Optional
 
-# What a minimal image (Debian, Alpine, the python images) puts on PATH: enough
-# to find the interpreter and the console scripts a clean environment still needs.
+# What a minimal image (Debian, Alpine, the python images) puts on PATH: given
+# when neither the caller nor the file has one.
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What --clean-env keeps of the caller's variables (and every LC_*): what an
+# image sets for every process it runs.
+KEPT_BY_CLEAN_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "VIRTUAL_ENV")
 
 
 # Escapes understood inside double quotes; any other backslash is kept as written.
@@ -162,19 +166,49 @@ def _unescape_double(text: str) -> str:
     return "".join(out)
 
 
+def kept_by_clean_env(name: str) -> bool:
+    """Whether ``--clean-env`` keeps the caller's ``name``: what an image gives every process.
+
+    A platform runs the container with the image's environment (its PATH, a
+    venv's VIRTUAL_ENV, HOME, the locale) plus the service's variables: never
+    with nothing. Everything else the caller has is the laptop's, not the
+    platform's.
+    """
+    return name in KEPT_BY_CLEAN_ENV or name.startswith("LC_")
+
+
 def reproduce_environment(
     base: Mapping[str, str], file_values: Mapping[str, str], clean: bool
 ) -> dict[str, str]:
-    """The child's environment: ``base`` updated with the file, or with ``clean`` the file alone.
+    """The child's environment: ``base`` updated with the file's variables.
 
-    A clean environment still needs a PATH to find the command: a minimal one
-    is given unless the file sets its own. The supervisor's own defaults
-    (PYTHONUNBUFFERED and friends) are added later by ``child.child_environment``.
+    With ``clean``, only what an image keeps of ``base`` (``kept_by_clean_env``)
+    and the file. Without a PATH anywhere a minimal one is given, so that the command can be
+    found. The supervisor's own defaults (PYTHONUNBUFFERED and friends) are
+    added later by ``child.child_environment``.
     """
     if clean:
-        env = {"PATH": MINIMAL_PATH}
-        env.update(file_values)
-        return env
-    env = dict(base)
+        env = {name: value for name, value in base.items() if kept_by_clean_env(name)}
+    else:
+        env = dict(base)
     env.update(file_values)
+    env.setdefault("PATH", MINIMAL_PATH)
     return env
+
+
+def resolve_command(name: str, path: Optional[str]) -> Optional[str]:
+    """``name`` found on ``path`` (an executable file), as the shell would; None if not there.
+
+    For a clean environment whose PATH differs from the caller's: the command
+    the user typed is the one the caller's PATH finds. A name with a slash is
+    taken as it is.
+    """
+    import os
+
+    if "/" in name:
+        return name
+    for directory in (path or "").split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None

@@ -145,7 +145,7 @@ def test_no_network_leaves_only_loopback_and_fails_the_import_time_fetch(
     assert "fetch_remote_config" in data["where"]
 
 
-def test_env_file_with_clean_env_gives_exactly_the_files_variables(
+def test_env_file_with_clean_env_gives_the_files_variables_and_what_an_image_keeps(
     supervise: Callable[..., Run], tmp_path: Path
 ) -> None:
     env_file = tmp_path / "app.env"
@@ -156,20 +156,28 @@ def test_env_file_with_clean_env_gives_exactly_the_files_variables(
         "\n"
         "EMPTY=\n"
     )
+    laptop = {"LEAKED_FROM_LAPTOP": "1", "HOME": "/home/dev", "LANG": "C.UTF-8",
+              "VIRTUAL_ENV": "/opt/venv", "PATH": os.environ["PATH"]}
     code, out, _ = supervise("--env-file", str(env_file), "--clean-env", PYTHON, "-c",
                              "import json, os; print(json.dumps(dict(os.environ)))",
-                             env={"LEAKED_FROM_LAPTOP": "1"}).finish()
+                             env=laptop).finish()
     assert code == 0
     seen = json.loads(out)
     # The supervisor's own safety defaults for Python children stay.
     for name in ("PYTHONUNBUFFERED", "PYTHONFAULTHANDLER", "PYTHON_COLORS"):
         seen.pop(name)
-    seen.pop("LC_CTYPE", None)  # set by the Python interpreter itself at start
+    seen.pop("PYTHONPROFILEIMPORTTIME", None)  # the start-up forensics' own
+    # The caller's locale variables are kept, as an image sets them.
+    for name in [n for n in seen if n.startswith("LC_")]:
+        seen.pop(name)
     assert seen == {
         "DATABASE_URL": "postgres://db/app",
         "GREETING": "hello world",
         "EMPTY": "",
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/dev",
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": "/opt/venv",
     }
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.envfile import MINIMAL_PATH, parse_env_file, reproduce_environment
+from supervisor.envfile import (
+    MINIMAL_PATH,
+    kept_by_clean_env,
+    parse_env_file,
+    reproduce_environment,
+    resolve_command,
+)
 from supervisor.errors import UsageError
 
 
@@ -82,16 +88,25 @@ def test_missing_env_file_is_a_usage_error(tmp_path: Path) -> None:
         parse_env_file(str(tmp_path / "nope.env"))
 
 
-def test_clean_env_gives_exactly_the_files_variables_plus_path(tmp_path: Path) -> None:
+def test_clean_env_keeps_what_an_image_keeps_and_the_files_variables(tmp_path: Path) -> None:
     values = parse_env_file(write(tmp_path, "DATABASE_URL=sqlite:///x\nexport MODE='prod'\n"))
-    base = {"HOME": "/root", "SECRET_ON_LAPTOP": "1", "PATH": "/laptop/bin"}
+    base = {"HOME": "/root", "SECRET_ON_LAPTOP": "1", "PATH": "/venv/bin:/usr/bin",
+            "VIRTUAL_ENV": "/venv", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "AWS_PROFILE": "laptop", "SUPERVISOR_CLEAN_ENV": "1"}
     env = reproduce_environment(base, values, clean=True)
-    assert env == {"DATABASE_URL": "sqlite:///x", "MODE": "prod", "PATH": MINIMAL_PATH}
+    assert env == {"DATABASE_URL": "sqlite:///x", "MODE": "prod", "HOME": "/root",
+                   "PATH": "/venv/bin:/usr/bin", "VIRTUAL_ENV": "/venv", "LANG": "C.UTF-8",
+                   "LC_ALL": "C.UTF-8"}
 
 
-def test_clean_env_keeps_the_files_own_path(tmp_path: Path) -> None:
+def test_clean_env_without_any_path_gets_a_minimal_one() -> None:
+    assert reproduce_environment({"B": "2"}, {"A": "1"}, clean=True) == {
+        "PATH": MINIMAL_PATH, "A": "1"}
+
+
+def test_the_files_own_path_wins(tmp_path: Path) -> None:
     values = parse_env_file(write(tmp_path, "PATH=/usr/bin:/bin\nA=1\n"))
-    assert reproduce_environment({"B": "2"}, values, clean=True) == {
+    assert reproduce_environment({"B": "2", "PATH": "/laptop"}, values, clean=True) == {
         "PATH": "/usr/bin:/bin", "A": "1"}
 
 
@@ -100,3 +115,25 @@ def test_without_clean_env_the_file_updates_the_environment(tmp_path: Path) -> N
     base = {"A": "old", "B": "kept", "PATH": MINIMAL_PATH}
     env = reproduce_environment(base, values, clean=False)
     assert env == {"A": "from file", "B": "kept", "PATH": MINIMAL_PATH}
+
+
+@pytest.mark.parametrize(("name", "kept"), [
+    ("PATH", True), ("HOME", True), ("LANG", True), ("LC_CTYPE", True), ("VIRTUAL_ENV", True),
+    ("AWS_SECRET_ACCESS_KEY", False), ("PYTHONPATH", False), ("LCX", False),
+])
+def test_what_clean_env_keeps(name: str, kept: bool) -> None:
+    assert kept_by_clean_env(name) is kept
+
+
+def test_the_command_is_found_on_the_callers_path(tmp_path: Path) -> None:
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    tool = venv_bin / "uvicorn"
+    tool.write_text("#!/bin/sh\n")
+    (tmp_path / "plain").write_text("not executable")
+    assert resolve_command("uvicorn", f"/nonexistent:{venv_bin}") is None  # not executable yet
+    tool.chmod(0o755)
+    assert resolve_command("uvicorn", f"/nonexistent:{venv_bin}") == str(tool)
+    assert resolve_command("plain", str(tmp_path)) is None
+    assert resolve_command("./app.sh", "/nowhere") == "./app.sh"
+    assert resolve_command("uvicorn", None) is None
