@@ -32,9 +32,15 @@ CHILD_OOM_SCORE_ADJ = 1000
 
 
 def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with the defaults set where the user gave no value.
+
+    Python reads an empty ``PYTHON*`` variable as unset, so an env file's
+    ``PYTHONUNBUFFERED=`` gets the default too: prints are not lost again.
+    """
     env = dict(base)
     for name, value in CHILD_ENV_DEFAULTS.items():
-        env.setdefault(name, value)
+        if not env.get(name):
+            env[name] = value
     return env
 
 

@@ -181,6 +181,18 @@ def test_env_file_with_clean_env_gives_the_files_variables_and_what_an_image_kee
     }
 
 
+def test_an_empty_pythonunbuffered_in_the_env_file_still_loses_no_print(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "prod.env"
+    env_file.write_text("PYTHONUNBUFFERED=\nPYTHONFAULTHANDLER=\n")
+    # Printed to a pipe, then the process ends without flushing its buffers.
+    code, out, _ = supervise("--env-file", str(env_file), PYTHON, "-c",
+                             "import os; print('before the end'); os._exit(3)").finish()
+    assert code == 3
+    assert out.decode().startswith("before the end\n")
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
