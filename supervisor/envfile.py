@@ -2,8 +2,7 @@
 
 Owns: parsing a dotenv file (the forms people keep, refused with the file and
 line otherwise); building the child's environment from it, with the caller's
-variables or (``--clean-env``) only those an image would give too; and finding
-the command on the caller's PATH when the child's differs.
+variables or (``--clean-env``) only those an image would give too.
 Must not know: the loop, the spawn or the supervisor's own defaults for the
 child (``child.child_environment`` adds those afterwards).
 
@@ -194,21 +193,3 @@ def reproduce_environment(
     env.update(file_values)
     env.setdefault("PATH", MINIMAL_PATH)
     return env
-
-
-def resolve_command(name: str, path: Optional[str]) -> Optional[str]:
-    """``name`` found on ``path`` (an executable file), as the shell would; None if not there.
-
-    For a clean environment whose PATH differs from the caller's: the command
-    the user typed is the one the caller's PATH finds. A name with a slash is
-    taken as it is.
-    """
-    import os
-
-    if "/" in name:
-        return name
-    for directory in (path or "").split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None

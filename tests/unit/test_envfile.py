@@ -12,7 +12,6 @@ from supervisor.envfile import (
     kept_by_clean_env,
     parse_env_file,
     reproduce_environment,
-    resolve_command,
 )
 from supervisor.errors import UsageError
 
@@ -123,17 +122,3 @@ def test_without_clean_env_the_file_updates_the_environment(tmp_path: Path) -> N
 ])
 def test_what_clean_env_keeps(name: str, kept: bool) -> None:
     assert kept_by_clean_env(name) is kept
-
-
-def test_the_command_is_found_on_the_callers_path(tmp_path: Path) -> None:
-    venv_bin = tmp_path / "venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    tool = venv_bin / "uvicorn"
-    tool.write_text("#!/bin/sh\n")
-    (tmp_path / "plain").write_text("not executable")
-    assert resolve_command("uvicorn", f"/nonexistent:{venv_bin}") is None  # not executable yet
-    tool.chmod(0o755)
-    assert resolve_command("uvicorn", f"/nonexistent:{venv_bin}") == str(tool)
-    assert resolve_command("plain", str(tmp_path)) is None
-    assert resolve_command("./app.sh", "/nowhere") == "./app.sh"
-    assert resolve_command("uvicorn", None) is None
