@@ -449,7 +449,7 @@ def test_importing_the_stub_costs_no_heavy_module() -> None:
     # The stub is imported right after the spawn; its import time is measured.
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-        "import supervisor.health, supervisor.http_wire; "
+        "import supervisor.health, supervisor.stub_connection, supervisor.stub_pump; "
         "print(' '.join(m for m in ('re', 'json', 'typing', 'dataclasses') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-S", "-c", code], check=True,
