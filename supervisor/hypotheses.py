@@ -142,11 +142,9 @@ def start_budget(conditions: Mapping[str, Any]) -> Optional[tuple[str, float]]:
         from .config import parse_health_check
 
         spec = parse_health_check(str(spec_text))
-        # The probe that would be the last failure allowed: failures count from
-        # the first probe after the grace, and the check fails at the
-        # unhealthy_threshold-th; an app ready by then answers that one.
-        first = -(-spec.grace_s // spec.interval_s)
-        seconds = (first + spec.unhealthy_threshold - 1) * spec.interval_s + spec.timeout_s
+        from .advice import allowed_s
+
+        seconds = allowed_s(spec)
         return "the health check", seconds
     timeout = conditions.get("startup_timeout_s")
     if timeout:

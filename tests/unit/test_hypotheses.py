@@ -44,9 +44,9 @@ def frame(filename: str, function: str, lineno: int = 1, module: Any = None) -> 
 
 
 def test_the_budget_is_the_last_probe_the_check_allows() -> None:
-    assert start_budget(APP_RUNNER) == ("the health check", 22.0)
+    assert start_budget(APP_RUNNER) == ("the health check", 20.0)
     cloud_run = {"health_check": "tcp,interval=1,timeout=1,healthy=1,unhealthy=1,grace=239"}
-    assert start_budget(cloud_run) == ("the health check", 240.0)
+    assert start_budget(cloud_run) == ("the health check", 239.0)
     assert start_budget({"startup_timeout_s": 120.0}) == ("--startup-timeout", 120.0)
     assert start_budget({}) is None
 
@@ -59,7 +59,7 @@ def test_a_crash_at_import() -> None:
         "out of memory": ("ruled out", "exit 1 is not an OOM kill (that would be SIGKILL, 137, "
                           "with the counter risen); the OOM counter did not rise; "
                           "peak 43 MiB of 512 MiB"),
-        "start-up too slow": ("ruled out", "it ended (exit 1) at 0.6 s, before the 22 s the "
+        "start-up too slow": ("ruled out", "it ended (exit 1) at 0.6 s, before the 20 s the "
                               "health check allows: it did not run out of time"),
         "import error": ("confirmed", "ModuleNotFoundError: No module named 'twilio'"),
         "missing configuration": ("ruled out", "the traceback ends in ModuleNotFoundError: "
@@ -95,7 +95,7 @@ def test_a_plain_kill_minus_9() -> None:
     assert result["killed from outside"] == (
         "confirmed", "SIGKILL without OOM evidence, and not from the supervisor")
     assert result["start-up too slow"] == (
-        "ruled out", "ready after 1.5 s, within the 22 s the health check allows")
+        "ruled out", "ready after 1.5 s, within the 20 s the health check allows")
     assert result["import error"] == (
         "ruled out", "the app became ready after 1.5 s: its imports had completed")
 
@@ -165,7 +165,7 @@ def test_a_slow_start_stopped_by_the_platform() -> None:
                   signals_received=[{"signal": "SIGTERM", "at_s": 58.9}])
     result = found(data)
     assert result["start-up too slow"] == (
-        "confirmed", "still starting after 59 s; the health check allows 22 s")
+        "confirmed", "still starting after 59 s; the health check allows 20 s")
     assert result["killed from outside"] == (
         "confirmed", "SIGTERM reached the supervisor and was forwarded: a stop, not a crash")
 
