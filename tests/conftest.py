@@ -24,9 +24,17 @@ CHILDREN = Path(__file__).resolve().parent / "children"
 PYTHON = sys.executable
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
-             what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+# "Eventually" on a loaded machine: deadlines are generous, since tests check
+# behaviour, never speed (bench/ measures speed).
+EVENTUALLY_S = 30.0
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = EVENTUALLY_S,
+             interval: float = 0.01, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline.
+
+    The one polling helper of the suite; returns the truthy value.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -92,7 +100,7 @@ class Run:
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
-    def read_stdout_line(self, timeout: float = 10.0) -> str:
+    def read_stdout_line(self, timeout: float = EVENTUALLY_S) -> str:
         """One line of the child's stdout (inherited through the supervisor)."""
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
@@ -102,7 +110,7 @@ class Run:
         assert ready, f"no stdout line within {timeout} s"
         return self.process.stdout.readline().decode()
 
-    def wait_for_stderr(self, text: str, timeout: float = 10.0) -> None:
+    def wait_for_stderr(self, text: str, timeout: float = EVENTUALLY_S) -> None:
         """Read the supervisor's stderr (kept in ``stderr``) until ``text`` shows up."""
         import select
 
@@ -123,7 +131,8 @@ class Run:
                 raise AssertionError(f"stderr closed before {text!r}")
             self.stderr += chunk
 
-    def finish(self, timeout: float = 30.0, linger: float = 2.0) -> tuple[int, bytes, bytes]:
+    def finish(self, timeout: float = 2 * EVENTUALLY_S,
+               linger: float = 2.0) -> tuple[int, bytes, bytes]:
         """Wait for the supervisor to exit, then collect its output.
 
         Output is read until EOF or ``linger`` seconds after the exit: an

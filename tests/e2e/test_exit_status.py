@@ -217,5 +217,5 @@ def test_what_is_left_of_the_childs_group_is_stopped_when_it_ends(
     grandchild = int(pid_file.read_text())
     wait_for(lambda: not psutil.pid_exists(grandchild)
              or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE,
-             timeout=5, what="the grandchild to be stopped")
+             timeout=60, what="the grandchild to be stopped")
     assert "stopping what is left of process group" in err.decode()

@@ -4,18 +4,16 @@ Each test runs ``python -m supervisor`` over a real uvicorn (or a small server
 that takes its socket by systemd's protocol) and talks to it over real
 sockets: the stub's first answer after exec, the hand-off to the app, early
 requests, no refused connection across startup and a SIGKILL, ``port`` mode,
-the startup timeout, keep-alive latency through the handed-off socket, and
-bad values refused before any child starts.
+the startup timeout, keep-alive through the handed-off socket, and bad
+values refused before any child starts. Deadlines are generous: these check
+behaviour; how fast is measured in bench/ (health, readiness).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import statistics
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ import psutil
 import pytest
 
 from supervisor.readiness import proc_readiness_supported
-from tests.conftest import PYTHON, Run, child, free_port, kill_tree, wait_for
+from tests.conftest import EVENTUALLY_S, PYTHON, Run, child, free_port, wait_for
 
 CHILDREN = str(Path(__file__).resolve().parent.parent / "children")
 _UVICORN_SCRIPT = Path(PYTHON).parent / "uvicorn"
@@ -83,7 +81,7 @@ def parse_answer(data: bytes, head_only: bool = False) -> Answer:
     return Answer(status, headers, body)
 
 
-def get(port: int, path: str, timeout: float = 5.0, method: str = "GET") -> Answer:
+def get(port: int, path: str, timeout: float = 15.0, method: str = "GET") -> Answer:
     """One request on a fresh connection (``Connection: close``), read to EOF."""
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         sock.sendall(
@@ -99,12 +97,12 @@ def get(port: int, path: str, timeout: float = 5.0, method: str = "GET") -> Answ
     return parse_answer(b"".join(chunks), head_only=method == "HEAD")
 
 
-def first_answer(port: int, path: str, deadline_s: float = 5.0) -> tuple[Answer, float]:
+def first_answer(port: int, path: str, deadline_s: float = EVENTUALLY_S) -> tuple[Answer, float]:
     """Poll connect + GET until something answers; the answer and when (monotonic)."""
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            answer = get(port, path, timeout=2.0)
+            answer = get(port, path)
             return answer, time.monotonic()
         except (ConnectionRefusedError, ConnectionResetError):
             if time.monotonic() > deadline:
@@ -113,7 +111,7 @@ def first_answer(port: int, path: str, deadline_s: float = 5.0) -> tuple[Answer,
             time.sleep(0.001)  # leave the CPU to the supervisor that is starting
 
 
-def wait_app_answers(port: int, path: str = "/healthz", timeout: float = 15.0) -> Answer:
+def wait_app_answers(port: int, path: str = "/healthz", timeout: float = 60.0) -> Answer:
     """Poll ``path`` until the app (not the stub) answers it."""
     answers: list[Answer] = []
 
@@ -129,13 +127,12 @@ def wait_app_answers(port: int, path: str = "/healthz", timeout: float = 15.0) -
     return answers[-1]
 
 
-def keep_alive_p50_ms(port: int, requests: int = 50) -> float:
-    """Median round trip of ``requests`` GETs on one keep-alive connection."""
+def keep_alive_requests(port: int, requests: int = 50) -> list[Answer]:
+    """``requests`` GETs on one keep-alive connection, each answer read whole."""
     request = f"GET /keep-alive HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
-    times = []
-    with socket.create_connection((HOST, port), timeout=5.0) as sock:
+    answers = []
+    with socket.create_connection((HOST, port), timeout=EVENTUALLY_S) as sock:
         for _ in range(requests):
-            started = time.perf_counter()
             sock.sendall(request)
             data = b""
             while b"\r\n\r\n" not in data:
@@ -149,9 +146,8 @@ def keep_alive_p50_ms(port: int, requests: int = 50) -> float:
                 chunk = sock.recv(65536)
                 assert chunk, "the server closed in the middle of a body"
                 body += chunk
-            times.append(time.perf_counter() - started)
-            assert answer.status == 200
-    return statistics.median(times) * 1000.0
+            answers.append(Answer(answer.status, answer.headers, body))
+    return answers
 
 
 # -- commands, processes, reports -------------------------------------------------
@@ -170,7 +166,7 @@ def read_report(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def the_child(run: Run, timeout: float = 5.0) -> psutil.Process:
+def the_child(run: Run, timeout: float = EVENTUALLY_S) -> psutil.Process:
     """The supervisor's direct child (the server it spawned)."""
     supervisor = psutil.Process(run.pid)
     children: list[psutil.Process] = []
@@ -190,27 +186,6 @@ def line_of(path: str, marker: str) -> int:
     raise AssertionError(f"{marker!r} not in {path}")
 
 
-@pytest.fixture
-def bare_servers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Servers a test starts without the supervisor; killed with their tree at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        kill_tree(process.pid)
-        process.wait(timeout=10)
-
-
-def start_bare(started: list[subprocess.Popen[bytes]], argv: list[str],
-               pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        argv, env={**os.environ, **app_env(0)}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=pass_fds,
-        start_new_session=True,
-    )
-    started.append(process)
-    return process
-
-
 # -- 1. the stub answers at once, the app after readiness ---------------------------
 
 
@@ -219,18 +194,15 @@ def test_stub_answers_healthz_at_once_and_the_app_every_path_after_readiness(
 ) -> None:
     port = free_port()
     report = tmp_path / "report.json"
-    before_exec = time.monotonic()
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(3))
-    first, answered_at = first_answer(port, "/healthz")
-    elapsed_ms = (answered_at - before_exec) * 1000.0
-    print(f"\nfirst /healthz 200 from the stub {elapsed_ms:.1f} ms after exec")
+    # How soon it answers is measured in bench/ (health: exec to first /healthz 200).
+    first, _ = first_answer(port, "/healthz")
     assert first.status == 200
     assert first.json() == STARTING
-    assert elapsed_ms < 300.0
 
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     wait_app_answers(port)
     for path in ("/healthz", "/", "/api/items?page=2", "/ready"):
         answer = get(port, path)
@@ -244,7 +216,7 @@ def test_stub_answers_healthz_at_once_and_the_app_every_path_after_readiness(
     data = read_report(report)
     assert status == 143
     assert data["ready_after_s"] is not None
-    assert 2.8 <= data["ready_after_s"] <= 8.0, data["ready_after_s"]
+    assert data["ready_after_s"] >= 2.8, data["ready_after_s"]  # not before the 3 s import
     assert data["cause"] == "stopped"
     assert data["phase"] == "stopping"
     assert b"ready after" in stderr
@@ -255,15 +227,18 @@ def test_stub_answers_healthz_at_once_and_the_app_every_path_after_readiness(
 
 def exits_within(pid: int, timeout: float) -> bool:
     """True when ``pid`` is gone (or a zombie) within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return True
-        time.sleep(0.005)
-    return False
+
+    try:
+        wait_for(gone, timeout=timeout, interval=0.005, what=f"pid {pid} to exit")
+    except AssertionError:
+        return False
+    return True
 
 
 @dataclass
@@ -286,9 +261,9 @@ class ClientLoop:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                answer = get(self.port, "/healthz", timeout=2.0)
+                answer = get(self.port, "/healthz")
             except ConnectionRefusedError:
-                if exits_within(self.supervisor_pid, 1.0):
+                if exits_within(self.supervisor_pid, EVENTUALLY_S):
                     self.refused_at_exit += 1
                     return
                 self.refused += 1
@@ -331,16 +306,16 @@ def test_no_connection_is_refused_during_startup_or_across_a_sigkill(
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: loop.count(lambda a: a.from_app) >= 20, timeout=15,
+        wait_for(lambda: loop.count(lambda a: a.from_app) >= 20, timeout=60,
                  what="the app to answer the client loop")
         assert loop.refused == 0, "refused during startup or hand-off"
         killed_at = time.monotonic()
         the_child(run).kill()
-        status, _, _ = run.finish(timeout=15)
-        thread.join(timeout=5)
+        status, _, _ = run.finish()
+        thread.join(timeout=EVENTUALLY_S)
     finally:
         loop.stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=EVENTUALLY_S)
 
     starting = loop.count(lambda a: a.json() == STARTING)
     from_app = loop.count(lambda a: a.from_app)
@@ -371,11 +346,11 @@ def test_connections_waiting_in_the_backlog_when_the_child_dies_are_answered(
     port = free_port()
     run = supervise("--", *uvicorn("e2e_slow_import", port), env=app_env(0))
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     wait_app_answers(port)
     server = the_child(run)
     server.suspend()  # it stops accepting: new connections wait in the backlog
-    waiting = [socket.create_connection((HOST, port), timeout=5) for _ in range(5)]
+    waiting = [socket.create_connection((HOST, port), timeout=EVENTUALLY_S) for _ in range(5)]
     try:
         for sock in waiting:
             sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
@@ -411,7 +386,7 @@ def test_early_request_during_startup_gets_the_apps_answer(
     stub, _ = first_answer(port, "/healthz")
     assert stub.json() == STARTING
     sent_after_s = time.monotonic() - before_exec
-    early = get(port, "/early?x=1", timeout=15)
+    early = get(port, "/early?x=1", timeout=60)
     print(f"\nGET /early sent {sent_after_s:.2f} s after exec, answered by the app "
           f"{time.monotonic() - before_exec:.2f} s after exec")
     assert early.status == 200
@@ -431,13 +406,11 @@ def test_early_requests_reject_answers_503_with_retry_after_at_once(
     run = supervise("--early-requests", "reject", "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(3))
     first_answer(port, "/healthz")
-    started = time.monotonic()
-    early = get(port, "/early", timeout=5)
-    took_s = time.monotonic() - started
+    # Answered by the stub while the app imports (how fast: bench/, health).
+    early = get(port, "/early")
     assert early.status == 503
     assert early.headers.get("retry-after", "").isdigit(), early.headers
     assert early.json() == STARTING
-    assert took_s < 0.5, took_s
     assert get(port, "/healthz").json() == STARTING  # still starting: not the app's answer
     run.signal(signal.SIGTERM)
     run.finish()
@@ -453,7 +426,7 @@ def test_readiness_with_two_uvicorn_workers(supervise: Supervise, tmp_path: Path
                     *uvicorn("e2e_slow_import", port, "--workers", "2"), env=app_env(1))
     assert first_answer(port, "/healthz")[0].json() == STARTING
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     wait_app_answers(port)
     master = the_child(run)
     workers = {process.pid for process in master.children()}
@@ -481,7 +454,7 @@ def test_starting_status_503_until_the_app_answers(supervise: Supervise) -> None
     head = get(port, "/healthz", method="HEAD")
     assert head.status == 503 and head.body == b""
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     answer = wait_app_answers(port)
     assert answer.status == 200
     run.signal(signal.SIGTERM)
@@ -497,7 +470,7 @@ def test_ready_path_is_503_until_ready_then_the_apps(supervise: Supervise) -> No
     assert health.status == 200 and health.json() == STARTING
     assert ready.status == 503 and ready.json() == STARTING
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     answer = wait_app_answers(port, "/ready")
     assert answer.status == 200
     assert answer.json()["path"] == "/ready"
@@ -517,7 +490,7 @@ def test_systemd_protocol_server_answers_on_the_public_port(
                     "--port", str(port), "--", PYTHON, child("e2e_systemd.py"))
     server = the_child(run)
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     answer = wait_app_answers(port, "/anything")
     facts = answer.json()
     assert facts["pid"] == server.pid
@@ -543,14 +516,15 @@ def test_a_poll_based_systemd_server_is_seen_ready_when_it_accepts(
                     "--port", str(port), "--startup-timeout", "30s", "--",
                     PYTHON, child("e2e_poll_server.py"))
     first_answer(port, "/healthz")
-    run.wait_for_stderr("ready after", timeout=10)
+    run.wait_for_stderr("ready after", timeout=60)
     # Once seen ready, every connection is the app's.
-    answers = [get(port, "/healthz", timeout=2) for _ in range(20)]
+    answers = [get(port, "/healthz") for _ in range(20)]
     assert all(answer.status == 200 and answer.from_app for answer in answers)
     run.signal(signal.SIGTERM)
-    run.finish(timeout=10)
+    run.finish()
     data = read_report(report)
-    assert data["ready_after_s"] is not None and data["ready_after_s"] < 5
+    # How soon: bench/ (readiness: poll-based server, accept probe).
+    assert data["ready_after_s"] is not None
     assert data["cause"] in ("stopped", "killed")
 
 
@@ -564,11 +538,11 @@ def test_blocking_accept_server_does_not_freeze_the_supervisor(
                     PYTHON, child("app_systemd.py"))
     server = the_child(run)
     wait_for(lambda: Path(f"/proc/{server.pid}/wchan").read_text() == "inet_csk_accept",
-             timeout=5, what="the server to block in accept()")
+             timeout=60, what="the server to block in accept()")
     for _ in range(10):
-        assert get(port, "/healthz", timeout=2).status == 200
+        assert get(port, "/healthz").status == 200
     run.signal(signal.SIGTERM)
-    status, _, _ = run.finish(timeout=5)
+    status, _, _ = run.finish()
     assert status == 143
     assert read_report(report)["cause"] == "stopped"
 
@@ -594,7 +568,7 @@ def test_port_mode_stub_says_starting_then_ok_once_the_app_listens(
         assert answer.status == 200
         return bool(answer.json() == {"status": "ok"})
 
-    wait_for(says_ok, timeout=10, interval=0.02, what="the stub to say ok")
+    wait_for(says_ok, timeout=60, interval=0.02, what="the stub to say ok")
     assert get(app_port, "/x").from_app
     run.signal(signal.SIGTERM)
     run.finish()
@@ -610,7 +584,7 @@ def run_port_in_use(supervise: Supervise, tmp_path: Path) -> tuple[int, dict[str
         run = supervise("--report-file", str(report), "--handoff", "port", "--health-port",
                         str(health_port), "--", *uvicorn("e2e_slow_import", app_port),
                         env=app_env(0))
-        status, _, _ = run.finish(timeout=15)
+        status, _, _ = run.finish()
     return status, read_report(report), app_port
 
 
@@ -644,12 +618,10 @@ def test_startup_timeout_names_the_frame_where_the_app_hung(
 ) -> None:
     port = free_port()
     report = tmp_path / "report.json"
-    started = time.monotonic()
     run = supervise("--report-file", str(report), "--startup-timeout", "1s", "--",
                     *uvicorn("e2e_hang", port))
     assert first_answer(port, "/healthz")[0].json() == STARTING
-    status, _, stderr = run.finish(timeout=15)
-    took_s = time.monotonic() - started
+    status, _, stderr = run.finish()
     data = read_report(report)
     where = f"e2e_hang.py:{line_of(child('e2e_hang.py'), 'HANG')} in fetch_remote_config"
     assert status == 124
@@ -659,41 +631,24 @@ def test_startup_timeout_names_the_frame_where_the_app_hung(
     assert data["ready_after_s"] is None
     assert where in data["summary"], data["summary"]
     assert data["where"] is not None and data["where"].endswith(where), data["where"]
-    assert b"fetch_remote_config" in stderr  # faulthandler's dump, relayed
-    assert took_s < 1.0 + 2.0 + 3.0  # SIGABRT at 1 s ends it well before the SIGKILL
+    # faulthandler's dump, relayed: SIGABRT ended it (how soon: bench/, readiness).
+    assert b"fetch_remote_config" in stderr
 
 
 # -- 9. keep-alive latency through the handed-off socket ----------------------------------
 
 
-def test_keep_alive_latency_through_the_handed_off_socket_equals_bare_uvicorn(
-    supervise: Supervise, bare_servers: list[subprocess.Popen[bytes]]
+def test_keep_alive_through_the_handed_off_socket_answers_every_request(
+    supervise: Supervise,
 ) -> None:
-    ours_port, bare_port = free_port(), free_port()
-    run = supervise("--", *uvicorn("e2e_slow_import", ours_port, "--no-access-log"),
+    # Latency against bare uvicorn is measured in bench/ (health: keep-alive p50).
+    port = free_port()
+    run = supervise("--", *uvicorn("e2e_slow_import", port, "--no-access-log"),
                     env=app_env(0))
-    start_bare(bare_servers, uvicorn("e2e_slow_import", bare_port, "--no-access-log"))
-    # The trap itself: uvicorn --fd on a listener without TCP_NODELAY.
-    with socket.socket() as plain:
-        plain.bind((HOST, 0))
-        plain.listen(128)
-        trap_port = plain.getsockname()[1]
-        argv = [*UVICORN, "e2e_slow_import:app", "--app-dir", CHILDREN, "--fd",
-                str(plain.fileno()), "--no-access-log"]
-        start_bare(bare_servers, argv, pass_fds=(plain.fileno(),))
-    for port in (ours_port, bare_port, trap_port):
-        # The app may answer a moment before the supervisor sees it ready.
-        run.wait_for_stderr("ready after", timeout=15)
-        wait_app_answers(port, "/")
-    keep_alive_p50_ms(ours_port, 10)  # warm up both
-    keep_alive_p50_ms(bare_port, 10)
-    ours = keep_alive_p50_ms(ours_port)
-    bare = keep_alive_p50_ms(bare_port)
-    trap = keep_alive_p50_ms(trap_port, 10)
-    print(f"\nkeep-alive p50: through the supervisor {ours:.3f} ms, bare uvicorn {bare:.3f} ms, "
-          f"uvicorn --fd without TCP_NODELAY {trap:.1f} ms")
-    assert ours < 10.0
-    assert ours < max(3.0 * bare, bare + 1.0)
+    run.wait_for_stderr("ready after", timeout=60)
+    wait_app_answers(port, "/")
+    answers = keep_alive_requests(port, 50)
+    assert all(answer.status == 200 and answer.from_app for answer in answers)
     run.signal(signal.SIGTERM)
     run.finish()
 
@@ -709,7 +664,7 @@ def test_crash_after_readiness_is_reported_in_phase_running(
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(0))
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     wait_app_answers(port)
     with pytest.raises((ConnectionResetError, IndexError, ValueError)):
         get(port, "/crash")  # the app exits 7 while answering
@@ -730,7 +685,7 @@ def test_sigterm_after_readiness_is_stopped_in_phase_stopping(
     run = supervise("--report-file", str(report), "--",
                     *uvicorn("e2e_slow_import", port), env=app_env(0))
     # The app may answer a moment before the supervisor sees it ready.
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     wait_app_answers(port)
     run.signal(signal.SIGTERM)
     status, _, _ = run.finish()
@@ -765,7 +720,7 @@ def test_bad_value_exits_2_with_one_line_naming_the_option(
 ) -> None:
     port = free_port()
     run = supervise(*args, env={"PORT": str(port)})
-    status, stdout, stderr = run.finish(timeout=10)
+    status, stdout, stderr = run.finish()
     lines = [line for line in stderr.decode().splitlines() if line.strip()]
     assert status == 2
     assert len(lines) == 1, lines
@@ -781,7 +736,7 @@ def test_command_that_cannot_start_exits_127_and_frees_the_port(supervise: Super
     port = free_port()
     run = supervise("--host", HOST, "--port", str(port), "--handoff", "systemd", "--",
                     "/nonexistent/server")
-    status, _, _ = run.finish(timeout=10)
+    status, _, _ = run.finish()
     assert status == 127
     with pytest.raises(ConnectionRefusedError):
         get(port, "/healthz", timeout=1)
@@ -796,15 +751,15 @@ def test_gunicorn_sync_workers_get_the_socket_and_are_seen_ready(
     run = supervise("--report-file", str(report), "--", PYTHON, "-m", "gunicorn",
                     "--chdir", CHILDREN, "-w", "2", "-b", f"{HOST}:{port}", "wsgi_hello:app")
     first_answer(port, "/healthz")
-    run.wait_for_stderr("ready after", timeout=15)
-    with socket.create_connection((HOST, port), timeout=5) as client:
+    run.wait_for_stderr("ready after", timeout=60)
+    with socket.create_connection((HOST, port), timeout=EVENTUALLY_S) as client:
         client.sendall(b"GET / HTTP/1.0\r\n\r\n")
         reply = b""
         while chunk := client.recv(4096):
             reply += chunk
     assert reply.endswith(b"hello from gunicorn")
     run.signal(signal.SIGTERM)
-    status, _, _ = run.finish(timeout=30)
+    status, _, _ = run.finish()
     data = read_report(report)
     assert status == 0
     assert data["cause"] == "stopped"
@@ -815,9 +770,9 @@ def test_gunicorn_sync_workers_get_the_socket_and_are_seen_ready(
 def test_an_app_without_the_health_path_gets_a_clear_warning(supervise: Supervise) -> None:
     port = free_port()
     run = supervise("--", *uvicorn("e2e_no_health", port))
-    run.wait_for_stderr("ready after", timeout=15)
+    run.wait_for_stderr("ready after", timeout=60)
     # After the hand-off the platform asks the app itself, which answers 404.
-    run.wait_for_stderr("the app answers 404 on /healthz", timeout=10)
+    run.wait_for_stderr("the app answers 404 on /healthz", timeout=60)
     run.signal(signal.SIGTERM)
     status, _, _ = run.finish()
     assert status == 143
