@@ -216,11 +216,16 @@ USAGE = "usage: supervisor [OPTIONS] [--] COMMAND [ARGS...]"
 
 
 class HelpRequested(Exception):
-    """``--help`` or ``--version``: print ``text`` to stdout and exit 0."""
+    """``--help``, ``--version`` or a subcommand's output: print ``text`` to stdout, exit 0."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+# Subcommands, when they are the first word; ``supervisor -- compare`` runs a
+# program of that name instead.
+SUBCOMMANDS = ("compare",)
 
 
 def help_text() -> str:
@@ -253,12 +258,19 @@ def help_text() -> str:
         "2 for a bad command line; 127/126 when COMMAND cannot be found/executed.",
         "",
         "example: supervisor -- uvicorn app.main:app --host 0.0.0.0 --port 8000",
+        "",
+        "supervisor compare A.json B.json: how two runs differ, from their reports (values",
+        "compared by a keyed hash when both runs had the same SUPERVISOR_COMPARE_KEY)",
     ]
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Build the ``Config`` or raise ``UsageError`` / ``HelpRequested``."""
+    if argv and argv[0] in SUBCOMMANDS:
+        from .compare import run as compare
+
+        raise HelpRequested(compare(argv[1:]))
     values: dict[str, Value] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
