@@ -13,14 +13,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .child import ExecFailure, ExitStatus
+from .faultdump import FaulthandlerDump, find_faulthandler_dump
 from .pid1 import signal_name
-from .tracebacks import (
-    FaulthandlerDump,
-    Frame,
-    ParsedTraceback,
-    find_fatal_traceback,
-    find_faulthandler_dump,
-)
+from .tracebacks import Frame, ParsedTraceback, find_fatal_traceback
 
 
 class Cause(enum.Enum):
@@ -70,6 +65,9 @@ class Ending:
     terminal_interrupt: bool = False
     # Every signal the supervisor forwarded to the child during the run.
     forwarded: frozenset[int] = frozenset()
+    # The supervisor stopped the child because its processes kept dying at start-up
+    # with this traceback (a crash loop, or a server that would wait on regardless).
+    startup_crash: Optional[ParsedTraceback] = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,9 @@ def classify(ending: Ending) -> Outcome:
         )
     exit = ending.exit
     tail = ending.stderr_tail
+    if ending.startup_crash is not None:
+        return Outcome(Cause.PYTHON_EXCEPTION, ending.startup_crash.summary(),
+                       exit.code if exit.code else 1, traceback=ending.startup_crash)
     if ending.startup_timed_out:
         return _with_stack(Cause.STARTUP_TIMEOUT, ending.startup_summary,
                            STARTUP_TIMEOUT_STATUS, tail)
@@ -123,16 +124,19 @@ def classify(ending: Ending) -> Outcome:
         )
     if exit.signal is not None:
         return _by_signal(exit, ending)
-    if exit.code == 0:
-        return Outcome(Cause.EXITED, "exited with code 0 although no stop was asked for", 0)
     parsed = find_fatal_traceback(tail)
+    if exit.code == 0:
+        # hypercorn exits 0 after its worker died of the app's exception: still a crash.
+        if parsed is not None and _ended_the_run(tail, parsed):
+            return Outcome(Cause.PYTHON_EXCEPTION, parsed.summary(), 1, traceback=parsed)
+        return Outcome(Cause.EXITED, "exited with code 0 although no stop was asked for", 0)
     after = tail
     if parsed is not None:
         after = _text_after(tail, parsed)
         # What came after the traceback decides whether it ended the program:
         # a few shutdown lines, yes; the app's normal output, no (it was logged
         # and recovered from, and something later ended the run).
-        if not _ADDRESS_IN_USE.search(after) and _significant_lines(after) <= TRAILING_LINES:
+        if _ended_the_run(tail, parsed):
             return Outcome(Cause.PYTHON_EXCEPTION, parsed.summary(), exit.status,
                            traceback=parsed)
     last = _last_line(tail)
@@ -177,6 +181,11 @@ def _text_after(tail: str, parsed: ParsedTraceback) -> str:
                 end = tail.find("\n", index + len(needle))
                 return "" if end < 0 else tail[end + 1 :]
     return ""
+
+
+def _ended_the_run(tail: str, parsed: ParsedTraceback) -> bool:
+    after = _text_after(tail, parsed)
+    return not _ADDRESS_IN_USE.search(after) and _significant_lines(after) <= TRAILING_LINES
 
 
 def _significant_lines(text: str) -> int:

@@ -1,8 +1,10 @@
-"""How the listening socket reaches the child: argv rewriting and the systemd protocol.
+"""How the listening socket reaches the child: the plan, and systemd's protocol.
 
-Owns: recognising a uvicorn command, reading its address, rewriting it to take
-an inherited fd, the ``{fd}`` placeholder, the systemd socket-activation
-environment, and choosing a hand-off mode.
+Owns: choosing a hand-off mode for a command, the public address (TCP or a
+unix socket), the ``{fd}`` placeholder, the systemd socket-activation
+environment, and the lines said at start about what is served where (an
+address that was asked for and is not served is never silent). What each
+server reads is in ``servers``.
 
 Must not know: sockets, processes or the loop. Everything here is a pure
 function over argv lists and strings, so it can be tested over many shapes.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import enum
 import os
 
+from .servers import FD_OPTION, SYSTEMD, UVICORN, Server, identify
 from .values import frozen
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
@@ -35,150 +38,23 @@ SYSTEMD_FIRST_FD = 3
 LISTEN_PID_PLACEHOLDER = "@LISTEN_PID@"
 FD_PLACEHOLDER = "{fd}"
 
-# uvicorn options that name where it listens; all are replaced by ``--fd N``.
-_ADDRESS_OPTIONS = ("--host", "--port", "--uds", "--fd")
-def _is_python(name: str) -> bool:
-    """``python``, ``python3``, ``python3.11``, ``pypy3``, ``python.exe``..."""
-    if name.endswith(".exe"):
-        name = name[:-4]
-    for base in ("python", "pypy"):
-        if name.startswith(base):
-            version = name[len(base) :]
-            parts = version.split(".")
-            return not version or all(part.isdigit() and part.isascii() for part in parts)
-    return False
-# Interpreter options that take a value (``-X dev``, ``-W error``).
-_PYTHON_VALUE_OPTIONS = "XWQ"
-# Servers that read LISTEN_FDS themselves, so ``auto`` can give them the socket.
-_SYSTEMD_SERVERS = ("gunicorn", "hypercorn")
+# Servers that read LISTEN_FDS themselves; a ``--handoff systemd`` may name any other.
+_SYSTEMD_SERVERS = ("gunicorn",)
 
 
 class HandoffMode(enum.Enum):
-    """How the child gets the public socket (``--handoff``)."""
+    """How the child gets the public socket."""
 
-    FD = "fd"  # uvicorn ``--fd N``, or ``{fd}`` substituted in the command
+    FD = "fd"  # a server's own fd option (uvicorn, hypercorn, daphne), or ``{fd}``
     SYSTEMD = "systemd"  # fd 3 with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES
+    BIND = "bind"  # the child binds its own address; its bind(2) gets the socket
     PORT = "port"  # the child binds its own address; the stub has its own port
     NONE = "none"  # the child binds its own address and there is no stub
 
 
-def _program(argv: Sequence[str]) -> Optional[str]:
-    """The program or module a command runs: ``uvicorn`` for ``python -m uvicorn``."""
-    if not argv:
-        return None
-    name = os.path.basename(argv[0])
-    if not _is_python(name):
-        return name[:-4] if name.endswith(".exe") else name
-    index = 1
-    while index < len(argv):
-        arg = argv[index]
-        if arg == "--" or not arg.startswith("-") or arg == "-":
-            return None  # a script (or stdin) runs, not a module
-        if arg.startswith("--"):
-            index += 1  # --version and friends take no value
-            continue
-        # A cluster of one-letter options, e.g. "-u", "-OO", "-um", "-Xdev", "-mmod".
-        for position in range(1, len(arg)):
-            letter = arg[position]
-            rest = arg[position + 1 :]
-            if letter == "m":
-                if rest:
-                    return rest
-                return argv[index + 1] if index + 1 < len(argv) else None
-            if letter == "c":
-                return None
-            if letter in _PYTHON_VALUE_OPTIONS:
-                if not rest:
-                    index += 1  # the value is the next argument
-                break
-        index += 1
-    return None
-
-
 def is_uvicorn(argv: Sequence[str]) -> bool:
     """True for ``uvicorn ...``, ``/path/to/uvicorn ...`` and ``python -m uvicorn ...``."""
-    return _program(argv) in ("uvicorn", "uvicorn.__main__")
-
-
-def _option_values(argv: Sequence[str], name: str) -> list[str]:
-    values: list[str] = []
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        if arg == "--":
-            break
-        if arg == name and index + 1 < len(argv):
-            values.append(argv[index + 1])
-            index += 2
-            continue
-        if arg.startswith(name + "="):
-            values.append(arg[len(name) + 1 :])
-        index += 1
-    return values
-
-
-def bind_address(argv: Sequence[str]) -> tuple[Optional[str], Optional[int]]:
-    """The first TCP ``-b/--bind HOST:PORT`` of a gunicorn or hypercorn command.
-
-    Both take the socket from ``LISTEN_FDS`` instead of binding it, so the
-    supervisor must bind what they were told to. ``unix:``/``fd://`` binds
-    name no TCP address.
-    """
-    values = _option_values(argv, "--bind") + _option_values(argv, "-b")
-    values += [arg[2:] for arg in argv if arg.startswith("-b") and len(arg) > 2 and
-               not arg.startswith("-b=")]
-    for value in values:
-        if value.startswith(("unix:", "fd://")):
-            continue
-        host, colon, port = value.rpartition(":")
-        if not colon:
-            host, port = value, "8000"
-        if port.isdigit() and int(port) <= 65535:
-            return host.strip("[]") or None, int(port)
-    return None, None
-
-
-def uvicorn_address(argv: Sequence[str]) -> tuple[Optional[str], Optional[int]]:
-    """The ``--host`` and ``--port`` a uvicorn command names (the last one wins, as in click).
-
-    A port that is not a number in 0..65535 is reported as None; the caller
-    decides whether that is an error.
-    """
-    hosts = _option_values(argv, "--host")
-    ports = _option_values(argv, "--port")
-    host = hosts[-1] if hosts else None
-    port: Optional[int] = None
-    if ports and ports[-1].isdigit() and int(ports[-1]) <= 65535:
-        port = int(ports[-1])
-    return host, port
-
-
-def rewrite_for_fd(argv: Sequence[str], fd: int) -> list[str]:
-    """Replace uvicorn's ``--host/--port/--uds/--fd`` (and values) with ``--fd N``.
-
-    Every other option (``--workers``, ``--proxy-headers``...) is kept in place.
-    ``--fd N`` goes before a ``--`` if there is one, else at the end.
-    """
-    out: list[str] = []
-    index = 0
-    end_of_options = len(argv)
-    while index < len(argv):
-        arg = argv[index]
-        if arg == "--":
-            end_of_options = len(out)
-            out.extend(argv[index:])
-            break
-        if arg in _ADDRESS_OPTIONS:
-            index += 2
-            continue
-        if any(arg.startswith(option + "=") for option in _ADDRESS_OPTIONS):
-            index += 1
-            continue
-        out.append(arg)
-        index += 1
-    else:
-        end_of_options = len(out)
-    return [*out[:end_of_options], "--fd", str(fd), *out[end_of_options:]]
+    return identify(argv) is UVICORN
 
 
 def substitute_placeholder(argv: Sequence[str], fd: int) -> tuple[list[str], bool]:
@@ -235,52 +111,69 @@ def systemd_command(argv: Sequence[str], fd: int, shell: str = "/bin/sh") -> lis
 
 
 def choose_mode(requested: str, argv: Sequence[str]) -> HandoffMode:
-    """Resolve ``--handoff`` (``auto|fd|systemd|port``) for a command.
+    """Resolve ``--handoff`` (``auto|fd|systemd|port|none``) for a command.
 
-    ``auto``: uvicorn or a ``{fd}`` placeholder gets the fd, gunicorn and
-    hypercorn (which read LISTEN_FDS) get systemd's protocol, anything else
-    binds its own address (NONE). Raises ValueError for an unknown mode or
-    ``fd`` with a command that cannot take one.
+    ``auto``: a ``{fd}`` placeholder or a server with an fd option gets the fd,
+    gunicorn gets systemd's protocol, anything else has its bind(2) answered
+    (BIND). Raises ValueError for an unknown mode or ``fd`` with a command
+    that cannot take one.
     """
     placeholder = any(FD_PLACEHOLDER in arg for arg in argv)
+    server = identify(argv)
     if requested == "auto":
-        if is_uvicorn(argv) or placeholder:
+        if placeholder or server.way == FD_OPTION:
             return HandoffMode.FD
-        if _program(argv) in _SYSTEMD_SERVERS:
+        if server.way == SYSTEMD:
             return HandoffMode.SYSTEMD
-        return HandoffMode.NONE
+        return HandoffMode.BIND
     if requested == "fd":
-        if not (is_uvicorn(argv) or placeholder):
+        if not (placeholder or server.way == FD_OPTION):
             raise ValueError(
-                "--handoff fd needs a uvicorn command or a {fd} placeholder in the command"
+                "--handoff fd needs a server with an fd option (uvicorn, hypercorn, daphne) "
+                "or a {fd} placeholder in the command"
             )
         return HandoffMode.FD
-    if requested == "systemd":
-        return HandoffMode.SYSTEMD
-    if requested == "port":
-        return HandoffMode.PORT
-    raise ValueError(f"--handoff must be one of auto, fd, systemd, port; not {requested!r}")
+    for mode in (HandoffMode.SYSTEMD, HandoffMode.PORT, HandoffMode.NONE):
+        if requested == mode.value:
+            return mode
+    raise ValueError(
+        f"--handoff must be one of auto, fd, systemd, port, none; not {requested!r}"
+    )
 
 
 # -- the plan the loop follows ---------------------------------------------------
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8000
+INFO = "info"
+WARNING = "warning"
 
 
 @frozen
 class HandoffPlan:
-    """What the loop binds, what the child runs, and how readiness is told."""
+    """What the loop binds, what the child runs, what it says at start."""
 
     mode: HandoffMode
     argv: tuple[str, ...]
     env: Mapping[str, str]  # added to the child's environment
-    stub_address: Optional[tuple[str, int]]  # where the stub listens (None: no stub)
+    stub_address: Optional[tuple[str, int]]  # where the stub listens on TCP (None: not TCP)
     app_port: Optional[int]  # where the app listens in port mode
+    unix_path: Optional[str] = None  # the stub listens on this unix socket instead
+    # BIND: the child's bind(2) of this port (or unix path) gets the public socket.
+    bind_port: Optional[int] = None
+    bind_path: Optional[str] = None
+    # (level, line) for the log at start: what is served where, and what is not.
+    notices: tuple[tuple[str, str], ...] = ()
+    # The command restarts the app on changes: a crash while starting is not the end.
+    reloads: bool = False
 
     @property
     def passes_socket(self) -> bool:
         return self.mode in (HandoffMode.FD, HandoffMode.SYSTEMD)
+
+    @property
+    def has_stub(self) -> bool:
+        return self.stub_address is not None or self.unix_path is not None
 
 
 def plan_handoff(
@@ -290,41 +183,119 @@ def plan_handoff(
     port: Optional[int],
     health_port: Optional[int],
     environ: Mapping[str, str],
+    bind_unavailable: Optional[str] = None,
 ) -> HandoffPlan:
     """Decide the hand-off from the options and the command; ValueError names the problem.
 
-    The public address is ``--host/--port``, else the uvicorn command's own,
-    else ``$PORT`` (as Cloud Run and Heroku set it), else 0.0.0.0:8000.
+    The public address is ``--host/--port``, else the command's own (a unix
+    socket too), else ``$PORT`` (as Cloud Run and Heroku set it), else
+    0.0.0.0:8000. ``bind_unavailable`` says why the child's bind(2) cannot be
+    answered here (None when it can); such a command then runs without a stub,
+    and says so.
     """
-    if is_uvicorn(argv):
-        command_host, command_port = uvicorn_address(argv)
-    elif _program(argv) in _SYSTEMD_SERVERS:
-        command_host, command_port = bind_address(argv)
-    else:
-        command_host, command_port = None, None
+    server = identify(argv)
+    env_port = _port_from_env(environ)
+    named = server.address(argv, environ)
+    command_path = named if isinstance(named, str) else None
+    command_host, command_port = (None, None) if isinstance(named, str) else named
+    if port is not None or host is not None:
+        command_path = None  # the supervisor's own flags win over the command's socket
     public_host = host or command_host or DEFAULT_HOST
-    public_port = port or command_port or _port_from_env(environ) or DEFAULT_PORT
+    public_port = port or command_port or env_port or DEFAULT_PORT
+    reloads = server.reloads is not None and server.reloads(argv)
+    notes = _Notes(argv, server, port, env_port)
     if requested == "none":
-        return HandoffPlan(HandoffMode.NONE, tuple(argv), {}, None, None)
+        notes.not_served("with --handoff none the supervisor binds no address")
+        return HandoffPlan(HandoffMode.NONE, tuple(argv), {}, None, None,
+                           notices=notes.lines, reloads=reloads)
     mode = choose_mode(requested, argv)
-    if mode is HandoffMode.NONE and health_port is not None:
+    if mode is HandoffMode.BIND and health_port is not None:
         mode = HandoffMode.PORT
+    env = dict(server.env or {})
     if mode is HandoffMode.PORT:
         if health_port is None:
             raise ValueError("--handoff port needs --health-port for the stub")
         if health_port == public_port:
             raise ValueError(f"--health-port {health_port} is the app's own port")
-        return HandoffPlan(mode, tuple(argv), {}, (public_host, health_port), public_port)
-    if mode is HandoffMode.NONE:
-        return HandoffPlan(mode, tuple(argv), {}, None, None)
+        return HandoffPlan(mode, tuple(argv), env, (public_host, health_port), public_port,
+                           reloads=reloads)
+    if mode is HandoffMode.BIND and bind_unavailable is not None:
+        notes.no_socket(bind_unavailable)
+        return HandoffPlan(HandoffMode.NONE, tuple(argv), env, None, None,
+                           notices=notes.lines, reloads=reloads)
+    served = command_path or public_port
+    notes.served_elsewhere(served, command_port if command_path is None else None)
+    stub_address = None if command_path else (public_host, public_port)
+    if mode is HandoffMode.BIND:
+        bind_port = None if command_path else (
+            command_port or server.default_port or public_port)
+        notes.binds_itself(command_path or bind_port, served)
+        return HandoffPlan(mode, tuple(argv), env, stub_address, None, None, bind_port,
+                           command_path, notes.lines, reloads)
     if mode is HandoffMode.SYSTEMD:
-        return HandoffPlan(
-            mode, tuple(argv), systemd_environment(), (public_host, public_port), None
-        )
+        env.update(systemd_environment())
+        return HandoffPlan(mode, tuple(argv), env, stub_address, None, command_path,
+                           notices=notes.lines, reloads=reloads)
     child_argv, had_placeholder = substitute_placeholder(argv, SYSTEMD_FIRST_FD)
-    if not had_placeholder:
-        child_argv = rewrite_for_fd(argv, SYSTEMD_FIRST_FD)
-    return HandoffPlan(mode, tuple(child_argv), {}, (public_host, public_port), None)
+    if not had_placeholder and server.rewrite is not None:
+        child_argv = server.rewrite(argv, SYSTEMD_FIRST_FD)
+    return HandoffPlan(mode, tuple(child_argv), env, stub_address, None, command_path,
+                       notices=notes.lines, reloads=reloads)
+
+
+class _Notes:
+    """The lines said at start: an address asked for and not served is never silent."""
+
+    def __init__(self, argv: Sequence[str], server: Server, port: Optional[int],
+                 env_port: Optional[int]) -> None:
+        self.what = f"`{server.name}`" if server.name else f"`{' '.join(argv[:3])}`"
+        self.server = server
+        self.port = port
+        self.env_port = env_port
+        self.lines: tuple[tuple[str, str], ...] = ()
+
+    def _add(self, level: str, line: str) -> None:
+        self.lines += ((level, line),)
+
+    def _unserved(self) -> str:
+        asked = []
+        if self.port is not None:
+            asked.append(f"--port {self.port}")
+        if self.env_port is not None and self.env_port != self.port:
+            asked.append(f"PORT={self.env_port}")
+        return f"; {' and '.join(asked)} not served" if asked else ""
+
+    def not_served(self, why: str) -> None:
+        unserved = self._unserved()
+        if unserved:
+            self._add(WARNING, f"{why}{unserved}: the app must bind it itself")
+
+    def no_socket(self, why: str) -> None:
+        self._add(WARNING, (
+            f"no stub and no hand-off for {self.what}: it binds its own address and the "
+            f"supervisor cannot answer that bind here ({why}); readiness is not tracked"
+            f"{self._unserved()}. For the stub, {self.server.hint}"
+        ))
+
+    def served_elsewhere(self, served: object, command_port: Optional[int]) -> None:
+        where = f"the unix socket {served}" if isinstance(served, str) else f"port {served}"
+        if self.port is not None and command_port not in (None, self.port):
+            self._add(INFO, f"the command's port {command_port} is served on port "
+                            f"{self.port} (--port)")
+        if self.env_port is not None and self.env_port != served:
+            named = "--port names it" if self.port is not None else "the command names it"
+            self._add(WARNING, (
+                f"PORT={self.env_port} is set, but the app is served on {where} ({named}): "
+                f"traffic sent to $PORT finds nothing; drop the address from the command, "
+                f"or start the supervisor with --port {self.env_port}"
+            ))
+
+    def binds_itself(self, bound: object, public: object) -> None:
+        which = f"unix socket {bound}" if isinstance(bound, str) else f"port {bound}"
+        socket = "the supervisor's socket" if bound == public else f"the socket of port {public}"
+        unknown = "" if self.server.name else " (for a command that serves no HTTP: --handoff none)"
+        self._add(INFO, f"{self.what} binds its own address: its bind() of {which} gets "
+                        f"{socket}{unknown}")
 
 
 def _port_from_env(environ: Mapping[str, str]) -> Optional[int]:

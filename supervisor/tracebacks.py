@@ -2,8 +2,8 @@
 
 Owns: finding, in the tail of a child's stderr, the traceback that ended the
 program (its type, message and frames, chained exceptions, the top levels of an
-exception group) and faulthandler's dump after a fatal signal, in the formats
-CPython 3.9 to 3.13 print.
+exception group), in the formats CPython 3.9 to 3.13 print, as servers relay
+them, and as rich draws them (``richtb``). faulthandler's dump is ``faultdump``'s.
 Must not know: where the text came from, how the child ended, or what is done
 with the result. Pure functions over strings: they never raise, whatever the
 input, and their work grows with the length of the text, not faster.
@@ -12,23 +12,30 @@ input, and their work grows with the length of the text, not faster.
 from __future__ import annotations
 
 import re
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
+
+from .tbvalues import Frame, ParsedException, ParsedTraceback
+
+__all__ = ["CHAIN_MARKERS", "FATAL_PREFIX", "Frame", "ParsedException", "ParsedTraceback",
+           "find_fatal_traceback", "split_lines"]
 
 # CPython stops printing nested groups at depth 10; deeper input is not its output.
 MAX_GROUP_DEPTH = 12
-FATAL_ERROR_TYPE = "FatalError"
 
 _TRACEBACK = "Traceback (most recent call last):"
 _GROUP_TRACEBACK = "+ Exception Group Traceback (most recent call last):"
-_CHAIN_MARKERS = frozenset(
+CHAIN_MARKERS = frozenset(
     {
         "The above exception was the direct cause of the following exception:",
         "During handling of the above exception, another exception occurred:",
     }
 )
-_FATAL = "Fatal Python error: "
+FATAL_PREFIX = "Fatal Python error: "
+# A rich panel's top border: the boxed form is looked for only where one is drawn.
+_RICH_TITLE = "╭"
+# Exceptions a server raises to stop itself after a worker failed: not the app's.
+_SERVER_HALTS = frozenset({"HaltServer"})
 
 # CSI sequences (colours, cursor moves) and the two-byte escapes.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
@@ -36,13 +43,6 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _FRAME = re.compile(r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12}), in (?P<func>.*)$')
 # Where a SyntaxError points: no function, since the code never ran.
 _LOCATION = re.compile(r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12})\s*$')
-_FAULT_FRAME = re.compile(
-    r'\s*File "(?P<file>.*)", line (?P<line>\d{1,12}|\?\?\?) in (?P<func>.*)$'
-)
-_THREAD = re.compile(
-    r"(?P<which>Current thread|Thread) 0x[0-9a-fA-F]+.*\(most recent call first\):\s*$"
-)
-_STACK = "Stack (most recent call first):"
 _EXCEPTION = re.compile(r"(?P<type>[A-Za-z_][\w.<>]*)(?::(?: (?P<value>.*))?)?$")
 # Log records interleaved with (or following) a traceback: uvicorn's "ERROR:    ",
 # logging's "WARNING:root:", gunicorn's "[2024-05-01 10:00:00 +0000]".
@@ -64,180 +64,42 @@ _GROUP_ITEM = re.compile(r"( *)([|+])(.*)$")
 _GROUP_SEPARATOR = re.compile(r"-+ (?:\d+|\.\.\.) -+\s*$")
 _CARETS = re.compile(r"\s*[\^~]+\s*$")
 
-_STDLIB_DIR = re.compile(r"[/\\]lib(?:64)?[/\\]python\d+(?:\.\d+)?t?[/\\]")
-_THIRD_PARTY_DIRS = ("/site-packages/", "/dist-packages/")
-_STDLIB_PREFIXES = tuple(
-    f"{root}/{lib}/python{sys.version_info[0]}.{sys.version_info[1]}/"
-    for root in sorted({sys.base_prefix, sys.prefix})
-    for lib in ("lib", "lib64")
-)
-_SOURCE_SUFFIXES = (".py", ".pyw", ".pyx")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame as printed. `function` is "" for the place a SyntaxError points at."""
-
-    filename: str
-    lineno: Optional[int]
-    function: str
-    context_line: Optional[str]
-
-    def is_app(self) -> bool:
-        """Whether the frame is the app's own code, not Python's or an installed package's."""
-        name = self.filename.replace("\\", "/")
-        if name.startswith("<") and name.endswith(">"):
-            return False
-        if any(part in name for part in _THIRD_PARTY_DIRS):
-            return False
-        if _STDLIB_DIR.search(name):
-            return False
-        if "/bin/" in name and not name.endswith(_SOURCE_SUFFIXES):
-            # A console script's wrapper (/usr/local/bin/uvicorn): installed, not written.
-            return False
-        return not name.startswith(_STDLIB_PREFIXES)
-
-    @property
-    def module(self) -> Optional[str]:
-        """The dotted module name, when the path says it; None for the app's absolute paths."""
-        name = self.filename.replace("\\", "/")
-        if name.startswith("<frozen ") and name.endswith(">"):
-            return name[len("<frozen ") : -1].strip() or None
-        if name.startswith("<"):
-            return None
-        root = max(name.rfind(part) + len(part) - 1 for part in _THIRD_PARTY_DIRS)
-        stdlib = _STDLIB_DIR.search(name)
-        if root >= len("/site-packages/") - 1:
-            relative = name[root + 1 :]
-        elif stdlib is not None:
-            relative = name[stdlib.end() :]
-        elif not name.startswith("/") and ".." not in name.split("/"):
-            # A relative path is relative to the directory the child was started in.
-            relative = name
-        else:
-            return None
-        return _dotted(relative)
-
-
-@dataclass(frozen=True)
-class ParsedException:
-    """One exception: `type` as printed (dotted when not a builtin), frames oldest first."""
-
-    type: str
-    value: str
-    frames: Tuple[Frame, ...]
-    group: Tuple[ParsedException, ...] = ()
-
-
-@dataclass(frozen=True)
-class ParsedTraceback:
-    """The exception that ended the program and, oldest first, those chained before it."""
-
-    exception: ParsedException
-    chain: Tuple[ParsedException, ...]
-
-    def innermost_app_frame(self) -> Optional[Frame]:
-        for exc in (self.exception, *reversed(self.chain)):
-            frame = _innermost_app_frame(exc)
-            if frame is not None:
-                return frame
-        return None
-
-    def summary(self) -> str:
-        return _summary(self.exception)
-
-
-@dataclass(frozen=True)
-class FaulthandlerDump:
-    """faulthandler's report of a fatal error; every stack is oldest first."""
-
-    error: str
-    current_thread: Tuple[Frame, ...]
-    other_threads: Tuple[Tuple[Frame, ...], ...]
-
-    def innermost_app_frame(self) -> Optional[Frame]:
-        # Only the thread that faulted: another thread's code did not cause the signal.
-        for frame in reversed(self.current_thread):
-            if frame.is_app():
-                return frame
-        return None
-
-    def as_exception(self) -> ParsedException:
-        return ParsedException(FATAL_ERROR_TYPE, f"{_FATAL}{self.error}", self.current_thread)
-
-
 def find_fatal_traceback(text: str) -> Optional[ParsedTraceback]:
     """The last traceback in `text` that ended the program, None if there is none.
 
     Tracebacks that a server logged after a failed request or callback and then
-    carried on are skipped: they are not why the program stopped.
+    carried on are skipped: they are not why the program stopped. So is a
+    server's own halt (gunicorn's HaltServer) when the app's exception came before.
     """
+    lines = split_lines(text)
+    found = _scan(lines, depth=0)
+    if any(_RICH_TITLE in line for line in lines):
+        from .richtb import find_rich_tracebacks
+
+        for start, _, traceback in find_rich_tracebacks(lines):
+            found.append((start, traceback, _introduced_as_handled(lines, 0, start)))
+        found.sort(key=lambda item: item[0])
     fatal: Optional[ParsedTraceback] = None
-    for traceback, handled in _scan(_split_lines(text), depth=0):
-        if not handled:
-            fatal = traceback
-    return fatal
-
-
-def find_faulthandler_dump(text: str) -> Optional[FaulthandlerDump]:
-    """The last faulthandler dump in `text`, None if there is none."""
-    lines = _split_lines(text)
-    start = next((i for i in range(len(lines) - 1, -1, -1) if _FATAL in lines[i]), None)
-    if start is None:
-        return None
-    error = lines[start].split(_FATAL, 1)[1].strip()
-    threads: List[Tuple[bool, List[Frame]]] = []
-    for line in lines[start + 1 :]:
-        header = _THREAD.match(line)
-        if header is not None or line.strip() == _STACK:
-            current = header is None or header.group("which") == "Current thread"
-            threads.append((current, []))
+    halt: Optional[ParsedTraceback] = None
+    for _, traceback, handled in found:
+        if handled:
             continue
-        frame = _FAULT_FRAME.match(line) if threads else None
-        if frame is not None:
-            lineno = frame.group("line")
-            threads[-1][1].append(
-                Frame(
-                    frame.group("file"),
-                    int(lineno) if lineno.isdigit() else None,
-                    frame.group("func").strip(),
-                    None,
-                )
-            )
-        elif threads and line.strip() and not line[0].isspace():
-            # "Extension modules: ..." or whatever the process printed next.
-            break
-        # Otherwise: blank lines between threads, "  <no Python frame>", "  ...", or,
-        # before the first thread, what Py_FatalError prints (runtime state, a traceback).
-    stacks = [(current, tuple(reversed(frames))) for current, frames in threads]
-    chosen = _faulting_thread(stacks)
-    if chosen is None:
-        return FaulthandlerDump(error, (), ())
-    others = tuple(stack for index, (_, stack) in enumerate(stacks) if index != chosen)
-    return FaulthandlerDump(error, stacks[chosen][1], others)
+        if traceback.exception.type.rpartition(".")[2] in _SERVER_HALTS:
+            halt = traceback
+        else:
+            fatal = traceback
+    return fatal or halt
 
 
-def _faulting_thread(stacks: Sequence[Tuple[bool, Tuple[Frame, ...]]]) -> Optional[int]:
-    """The thread marked current; else the main thread, which CPython lists last."""
-    if not stacks:
-        return None
-    for index, (current, _) in enumerate(stacks):
-        if current:
-            return index
-    for index, (_, stack) in enumerate(stacks):
-        if stack and stack[0].function == "<module>":
-            return index
-    return len(stacks) - 1
-
-
-def _split_lines(text: str) -> List[str]:
+def split_lines(text: str) -> List[str]:
     text = _ANSI.sub("", text)
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 # -- tracebacks ---------------------------------------------------------------------------
 
-_Found = Tuple[ParsedTraceback, bool]  # the traceback, and whether it was logged as handled
+# Where it starts, the traceback, and whether it was logged as handled.
+_Found = Tuple[int, ParsedTraceback, bool]
 
 
 def _scan(lines: Sequence[str], depth: int) -> List[_Found]:
@@ -267,7 +129,7 @@ def _scan(lines: Sequence[str], depth: int) -> List[_Found]:
         i = resume
         if sections:
             traceback = ParsedTraceback(sections[-1], tuple(sections[:-1]))
-            found.append((traceback, _introduced_as_handled(lines, previous_end, start)))
+            found.append((start, traceback, _introduced_as_handled(lines, previous_end, start)))
             previous_end = resume
     return found
 
@@ -287,7 +149,7 @@ def _start_kind(line: str, depth: int) -> Optional[str]:
 
 def _chained_start(lines: Sequence[str], end: int, depth: int) -> Optional[Tuple[int, str]]:
     marker = _skip_blank(lines, end)
-    if marker >= len(lines) or lines[marker].strip() not in _CHAIN_MARKERS:
+    if marker >= len(lines) or lines[marker].strip() not in CHAIN_MARKERS:
         return None
     start = _skip_blank(lines, marker + 1)
     if start >= len(lines):
@@ -339,7 +201,7 @@ def _parse_frames(lines: Sequence[str], i: int) -> Tuple[Optional[ParsedExceptio
             function = call.group("func").strip() if call is not None else ""
             frames.append(Frame(match.group("file"), int(match.group("line")), function, context))
             continue
-        if not line.strip() or line.rstrip().endswith(_TRACEBACK) or _FATAL in line:
+        if not line.strip() or line.rstrip().endswith(_TRACEBACK) or FATAL_PREFIX in line:
             return None, i
         if line[0].isspace() or _LOG_RECORD.match(line):
             # "[Previous line repeated N more times]", or a line another writer slipped in.
@@ -369,11 +231,19 @@ def _read_source(lines: Sequence[str], i: int, frame_indent: int) -> Tuple[Optio
 
 
 def _read_value(lines: Sequence[str], i: int, first: str) -> Tuple[str, int]:
-    """A message with the lines that continue it (multi-line messages, 3.11+ notes)."""
+    """A message with the lines that continue it (multi-line messages, 3.11+ notes).
+
+    gunicorn prints the message once more after the traceback: a repeat of the
+    first lines at the end is dropped.
+    """
     value = [first]
     while i < len(lines) and not _ends_value(lines[i]):
         value.append(lines[i])
         i += 1
+    for size in range(len(value) // 2, 0, -1):
+        if value[-size:] == value[:size]:
+            del value[-size:]
+            break
     return "\n".join(value), i
 
 
@@ -382,8 +252,8 @@ def _ends_value(line: str) -> bool:
     return (
         not stripped
         or stripped.endswith(_TRACEBACK)
-        or stripped in _CHAIN_MARKERS
-        or _FATAL in line
+        or stripped in CHAIN_MARKERS
+        or FATAL_PREFIX in line
         or _LOG_RECORD.match(line) is not None
         or ('File "' in line and _FRAME.match(line) is not None)
     )
@@ -488,7 +358,7 @@ def _is_numbered(rest: str) -> bool:
 def _own_exception(lines: Sequence[str], depth: int) -> Optional[ParsedException]:
     found = _scan(lines, depth)
     if found:
-        return found[-1][0].exception
+        return found[-1][1].exception
     # A sub-exception that was never raised has no traceback, only its last line.
     for i, line in enumerate(lines):
         if not line.strip():
@@ -499,38 +369,3 @@ def _own_exception(lines: Sequence[str], depth: int) -> Optional[ParsedException
         value, _ = _read_value(lines, i + 1, match.group("value") or "")
         return ParsedException(match.group("type"), value, ())
     return None
-
-
-# -- small helpers ------------------------------------------------------------------------
-
-
-def _innermost_app_frame(exception: ParsedException) -> Optional[Frame]:
-    # A group's sub-exceptions were raised below the frames of the group itself.
-    for sub in exception.group:
-        frame = _innermost_app_frame(sub)
-        if frame is not None:
-            return frame
-    for frame in reversed(exception.frames):
-        if frame.is_app():
-            return frame
-    return None
-
-
-def _summary(exception: ParsedException) -> str:
-    first_line = exception.value.split("\n", 1)[0].strip()
-    return f"{exception.type}: {first_line}" if first_line else exception.type
-
-
-def _dotted(relative: str) -> Optional[str]:
-    for suffix in _SOURCE_SUFFIXES:
-        if relative.endswith(suffix):
-            relative = relative[: -len(suffix)]
-            break
-    else:
-        return None
-    parts = [part for part in relative.split("/") if part and part != "."]
-    if parts and parts[-1] == "__init__":
-        parts.pop()
-    if not parts or not all(part.isidentifier() for part in parts):
-        return None
-    return ".".join(parts)

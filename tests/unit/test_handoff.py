@@ -1,4 +1,8 @@
-"""Argv rewriting over many command shapes, and systemd's protocol with a real server."""
+"""The hand-off plan over many command shapes, and systemd's protocol with a real server.
+
+What each server reads is checked against the real servers in tests/e2e/test_servers.py;
+here the planning is checked as a pure function.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +19,21 @@ from typing import Optional
 
 import pytest
 
+from supervisor import servers
 from supervisor.handoff import (
     LISTEN_PID_PLACEHOLDER,
     SYSTEMD_FIRST_FD,
     HandoffMode,
+    HandoffPlan,
     choose_mode,
     is_uvicorn,
+    plan_handoff,
     resolve_listen_pid,
-    rewrite_for_fd,
     substitute_placeholder,
     systemd_command,
     systemd_environment,
-    uvicorn_address,
 )
-from supervisor.health import bind_listener
+from supervisor.listener import bind_listener
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
@@ -88,7 +93,7 @@ def test_other_commands_are_not_uvicorn(argv: list[str]) -> None:
     ],
 )
 def test_uvicorn_address(argv: list[str], expected: tuple[Optional[str], Optional[int]]) -> None:
-    assert uvicorn_address(argv) == expected
+    assert servers.UVICORN.address(argv, {}) == expected
 
 
 @pytest.mark.parametrize(
@@ -116,14 +121,18 @@ def test_uvicorn_address(argv: list[str], expected: tuple[Optional[str], Optiona
         ),
     ],
 )
-def test_rewrite_for_fd(argv: list[str], expected: list[str]) -> None:
-    assert rewrite_for_fd(argv, 3) == expected
-    assert rewrite_for_fd(expected, 3) == expected  # idempotent
+def test_uvicorn_rewrite(argv: list[str], expected: list[str]) -> None:
+    rewrite = servers.UVICORN.rewrite
+    assert rewrite is not None
+    assert rewrite(argv, 3) == expected
+    assert rewrite(expected, 3) == expected  # idempotent
 
 
 def test_rewrite_keeps_the_argument_list_untouched() -> None:
     argv = ["uvicorn", "a:app", "--port", "80"]
-    rewrite_for_fd(argv, 5)
+    for server in (servers.UVICORN, servers.HYPERCORN, servers.DAPHNE):
+        assert server.rewrite is not None
+        server.rewrite(argv, 5)
     assert argv == ["uvicorn", "a:app", "--port", "80"]
 
 
@@ -139,12 +148,19 @@ def test_placeholder_is_substituted_anywhere_in_an_argument() -> None:
     [
         ("auto", ["uvicorn", "a:app"], HandoffMode.FD),
         ("auto", ["hypercorn", "--bind", "fd://{fd}", "a:app"], HandoffMode.FD),
+        ("auto", ["hypercorn", "-b", "0.0.0.0:80", "a:app"], HandoffMode.FD),
+        ("auto", ["python", "-m", "hypercorn", "a:app"], HandoffMode.FD),
+        ("auto", ["daphne", "proj.asgi:application"], HandoffMode.FD),
         ("auto", ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "a:app"], HandoffMode.SYSTEMD),
-        ("auto", ["python", "-m", "hypercorn", "a:app"], HandoffMode.SYSTEMD),
-        ("auto", ["python", "server.py"], HandoffMode.NONE),
+        ("auto", ["granian", "--interface", "asgi", "a:app"], HandoffMode.BIND),
+        ("auto", ["fastapi", "run", "main.py"], HandoffMode.BIND),
+        ("auto", ["python", "server.py"], HandoffMode.BIND),
+        ("auto", ["python", "server.py", "--fd", "{fd}"], HandoffMode.FD),
         ("fd", ["python", "-m", "uvicorn", "a:app"], HandoffMode.FD),
+        ("fd", ["daphne", "a:app"], HandoffMode.FD),
         ("systemd", ["python", "server.py"], HandoffMode.SYSTEMD),
         ("port", ["uvicorn", "a:app"], HandoffMode.PORT),
+        ("none", ["uvicorn", "a:app"], HandoffMode.NONE),
     ],
 )
 def test_choose_mode(requested: str, argv: list[str], mode: HandoffMode) -> None:
@@ -152,9 +168,11 @@ def test_choose_mode(requested: str, argv: list[str], mode: HandoffMode) -> None
 
 
 def test_choose_mode_refuses_what_cannot_work() -> None:
-    with pytest.raises(ValueError, match="fd"):
+    with pytest.raises(ValueError, match="fd option"):
         choose_mode("fd", ["python", "server.py"])
-    with pytest.raises(ValueError, match="auto, fd, systemd, port"):
+    with pytest.raises(ValueError, match="fd option"):
+        choose_mode("fd", ["granian", "a:app"])
+    with pytest.raises(ValueError, match="auto, fd, systemd, port, none"):
         choose_mode("socket", ["uvicorn", "a:app"])
 
 
@@ -246,19 +264,196 @@ def test_systemd_fork_exec_with_resolved_pid() -> None:
         (["gunicorn", "-b", "127.0.0.1:8133", "app:app"], ("127.0.0.1", 8133)),
         (["gunicorn", "--bind=0.0.0.0:9000", "app:app"], ("0.0.0.0", 9000)),
         (["gunicorn", "-b0.0.0.0:9001", "app:app"], ("0.0.0.0", 9001)),
-        (["hypercorn", "--bind", "[::1]:9002", "app:app"], ("::1", 9002)),
         (["gunicorn", "-b", "unix:/run/app.sock", "-b", "127.0.0.1:9003", "a:b"],
          ("127.0.0.1", 9003)),
+        (["gunicorn", "-b", "[::1]:9004", "app:app"], ("::1", 9004)),
+        (["gunicorn", "-b", "fd://5", "app:app"], (None, None)),
         (["gunicorn", "app:app"], (None, None)),
     ],
 )
-def test_gunicorn_and_hypercorn_binds_are_the_address_the_supervisor_binds(
+def test_gunicorn_binds_are_the_address_the_supervisor_binds(
     argv: list[str], address: tuple[object, object]
 ) -> None:
-    from supervisor.handoff import bind_address, plan_handoff
-
-    assert bind_address(argv) == address
+    assert servers.GUNICORN.address(argv, {}) == address
     plan = plan_handoff("auto", argv, None, None, None, {})
     assert plan.mode is HandoffMode.SYSTEMD
+    assert plan.argv == tuple(argv)  # LISTEN_FDS wins over every -b
+    assert plan.env["LISTEN_FDS"] == "1"
     expected = (address[0] or "0.0.0.0", address[1] or 8000)
     assert plan.stub_address == expected
+
+
+def test_gunicorn_reads_port_and_its_command_line_variable_as_it_does() -> None:
+    assert servers.GUNICORN.address(["gunicorn", "a:b"], {"PORT": "5000"}) == ("0.0.0.0", 5000)
+    env = {"GUNICORN_CMD_ARGS": "--workers 2 --bind 0.0.0.0:7000"}
+    assert servers.GUNICORN.address(["gunicorn", "a:b"], env) == ("0.0.0.0", 7000)
+    assert servers.GUNICORN.address(["gunicorn", "-b", "unix:/s", "a:b"], {}) == "/s"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["hypercorn", "a:app"], ["hypercorn", "a:app", "-b", "fd://3"]),
+        (["hypercorn", "a:app", "-b", "0.0.0.0:8000"], ["hypercorn", "a:app", "-b", "fd://3"]),
+        (["hypercorn", "-b0.0.0.0:8000", "--bind=[::]:8000", "-w", "2", "a:app"],
+         ["hypercorn", "-w", "2", "a:app", "-b", "fd://3"]),
+        # Another port stays hypercorn's own: it serves every bind it is given.
+        (["hypercorn", "-b", "0.0.0.0:8000", "-b", "0.0.0.0:9000", "a:app"],
+         ["hypercorn", "-b", "0.0.0.0:9000", "a:app", "-b", "fd://3"]),
+        (["hypercorn", "-b", "unix:/run/s.sock", "a:app"], ["hypercorn", "a:app", "-b", "fd://3"]),
+        (["hypercorn", "--insecure-bind", "0.0.0.0:80", "a:app"],
+         ["hypercorn", "--insecure-bind", "0.0.0.0:80", "a:app", "-b", "fd://3"]),
+    ],
+)
+def test_hypercorn_gets_an_fd_bind(argv: list[str], expected: list[str]) -> None:
+    # hypercorn 0.18 reads no LISTEN_FDS: config._create_sockets takes "fd://N" binds.
+    assert servers.HYPERCORN.rewrite is not None
+    assert servers.HYPERCORN.rewrite(argv, 3) == expected
+    assert plan_handoff("auto", argv, None, None, None, {}).argv == tuple(expected)
+
+
+@pytest.mark.parametrize(
+    ("argv", "address", "expected"),
+    [
+        (["daphne", "p.asgi:application"], (None, None), ["daphne", "p.asgi:application",
+                                                          "--fd", "3"]),
+        (["daphne", "-b", "0.0.0.0", "-p", "8000", "p.asgi:application"], ("0.0.0.0", 8000),
+         ["daphne", "p.asgi:application", "--fd", "3"]),
+        (["daphne", "-b0.0.0.0", "-p8001", "--port=8002", "-v", "2", "p.asgi:application"],
+         ("0.0.0.0", 8002), ["daphne", "-v", "2", "p.asgi:application", "--fd", "3"]),
+        (["daphne", "-u", "/run/d.sock", "p.asgi:application"], "/run/d.sock",
+         ["daphne", "p.asgi:application", "--fd", "3"]),
+        (["daphne", "-e", "ssl:443:privateKey=k.pem", "p.asgi:application"], (None, None),
+         ["daphne", "-e", "ssl:443:privateKey=k.pem", "p.asgi:application", "--fd", "3"]),
+    ],
+)
+def test_daphne_gets_its_fd_option(argv: list[str], address: object, expected: list[str]) -> None:
+    assert servers.DAPHNE.address(argv, {}) == address
+    assert servers.DAPHNE.rewrite is not None
+    assert servers.DAPHNE.rewrite(argv, 3) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "address"),
+    [
+        (["granian", "--interface", "asgi", "a:app"], {}, (None, None)),
+        (["granian", "--host", "0.0.0.0", "--port", "9000", "a:app"], {}, ("0.0.0.0", 9000)),
+        (["granian", "a:app"], {"GRANIAN_PORT": "9100"}, (None, 9100)),
+        (["granian", "--uds", "/run/g.sock", "a:app"], {}, "/run/g.sock"),
+        (["fastapi", "run", "main.py", "--port", "8001"], {}, (None, 8001)),
+        (["fastapi", "run", "main.py"], {"PORT": "8002"}, (None, 8002)),
+        (["flask", "run", "-h", "0.0.0.0", "-p", "5001"], {}, ("0.0.0.0", 5001)),
+        (["flask", "run"], {"FLASK_RUN_PORT": "5002"}, (None, 5002)),
+        (["python", "manage.py", "runserver", "0.0.0.0:8003"], {}, ("0.0.0.0", 8003)),
+        (["python", "manage.py", "runserver", "8004"], {}, (None, 8004)),
+        (["python", "manage.py", "runserver", "[::]:8005", "--noreload"], {}, ("::", 8005)),
+        (["python", "main.py", "--port", "8006"], {}, (None, 8006)),
+        (["python", "main.py"], {}, (None, None)),
+    ],
+)
+def test_the_address_of_servers_that_bind_their_own(
+    argv: list[str], environ: dict[str, str], address: object
+) -> None:
+    server = servers.identify(argv)
+    assert server.way == servers.BINDS_ITSELF
+    assert server.address(argv, environ) == address
+
+
+def test_servers_are_told_apart_by_program_module_and_script() -> None:
+    assert servers.identify(["/venv/bin/granian", "a:app"]) is servers.GRANIAN
+    assert servers.identify(["python", "-m", "gunicorn", "a:app"]) is servers.GUNICORN
+    assert servers.identify(["python", "-m", "daphne", "a:app"]) is servers.DAPHNE
+    assert servers.identify(["python", "manage.py", "migrate"]) is servers.UNKNOWN
+    assert servers.identify(["./manage.py", "runserver"]) is servers.RUNSERVER
+    assert servers.identify(["python", "/srv/main.py"]) is servers.UNKNOWN
+    assert servers.identify([]) is servers.UNKNOWN
+
+
+def plan(argv: list[str], environ: Optional[dict[str, str]] = None, *, port: Optional[int] = None,
+         host: Optional[str] = None, requested: str = "auto",
+         unavailable: Optional[str] = None) -> HandoffPlan:
+    return plan_handoff(requested, argv, host, port, None, environ or {}, unavailable)
+
+
+def lines(result: HandoffPlan, level: Optional[str] = None) -> list[str]:
+    return [text for kind, text in result.notices if level in (None, kind)]
+
+
+def test_a_uvicorn_unix_socket_is_bound_by_the_supervisor_and_handed_over() -> None:
+    result = plan(["uvicorn", "a:app", "--uds", "/run/app.sock", "--workers", "2"])
+    assert result.mode is HandoffMode.FD and result.passes_socket and result.has_stub
+    assert result.unix_path == "/run/app.sock" and result.stub_address is None
+    assert result.argv == ("uvicorn", "a:app", "--workers", "2", "--fd", "3")
+    assert result.notices == ()
+    # The supervisor's own flags win over the command's socket.
+    flagged = plan(["uvicorn", "a:app", "--uds", "/run/app.sock"], port=9000)
+    assert flagged.unix_path is None and flagged.stub_address == ("0.0.0.0", 9000)
+
+
+def test_servers_that_bind_their_own_address_have_that_bind_answered() -> None:
+    fastapi = plan(["fastapi", "run", "main.py", "--port", "8001"])
+    assert fastapi.mode is HandoffMode.BIND and not fastapi.passes_socket
+    assert fastapi.stub_address == ("0.0.0.0", 8001) and fastapi.bind_port == 8001
+    assert fastapi.argv == ("fastapi", "run", "main.py", "--port", "8001")
+    assert fastapi.env == {"_TYPER_STANDARD_TRACEBACK": "1"}
+    assert lines(fastapi) == ["`fastapi` binds its own address: its bind() of port 8001 gets "
+                              "the supervisor's socket"]
+    # flask binds 5000 unless told: that bind gets the socket of the public port.
+    flask = plan(["flask", "run"], {"PORT": "8080"})
+    assert flask.stub_address == ("0.0.0.0", 8080) and flask.bind_port == 5000
+    assert "its bind() of port 5000 gets the socket of port 8080" in lines(flask)[0]
+    unknown = plan(["python", "main.py"], {"PORT": "8080"})
+    assert unknown.bind_port == 8080
+    assert "--handoff none" in lines(unknown)[0]
+
+
+def test_a_command_that_cannot_get_a_socket_says_so_and_how_to_get_the_stub() -> None:
+    result = plan(["granian", "--interface", "asgi", "a:app"], {"PORT": "8080"}, port=9000,
+                  unavailable="Linux 5.4.0 is older than 5.9")
+    assert result.mode is HandoffMode.NONE and not result.has_stub
+    [(level, line)] = result.notices
+    assert level == "warning"
+    assert line.startswith("no stub and no hand-off for `granian`: it binds its own address")
+    assert "(Linux 5.4.0 is older than 5.9)" in line
+    assert "--port 9000 and PORT=8080 not served" in line
+    assert line.endswith("For the stub, granian takes no socket: --handoff port "
+                         "--health-port N (the stub on a port of its own)")
+    script = plan(["python", "main.py"], unavailable="not Linux")
+    assert "put {fd} in the command" in lines(script)[0]
+    # A server that takes a socket does not need the interception at all.
+    assert plan(["uvicorn", "a:app"], unavailable="not Linux").mode is HandoffMode.FD
+
+
+def test_an_explicit_port_that_is_not_served_gets_a_line() -> None:
+    none = plan(["python", "worker.py"], {"PORT": "8080"}, port=9000, requested="none")
+    assert lines(none, "warning") == [
+        "with --handoff none the supervisor binds no address; --port 9000 and PORT=8080 not "
+        "served: the app must bind it itself"]
+    assert plan(["python", "worker.py"], requested="none").notices == ()
+    # $PORT names one port, the command another: the command's is served, and said.
+    mismatch = plan(["uvicorn", "a:app", "--port", "8000"], {"PORT": "8080"})
+    assert mismatch.stub_address == ("0.0.0.0", 8000)
+    [warning] = lines(mismatch, "warning")
+    assert warning.startswith("PORT=8080 is set, but the app is served on port 8000 (the "
+                              "command names it)")
+    assert warning.endswith("--port 8080")
+    # --port replaces the command's own port, and says so.
+    override = plan(["uvicorn", "a:app", "--port", "8000"], port=9000)
+    assert override.argv[-2:] == ("--fd", "3") and override.stub_address == ("0.0.0.0", 9000)
+    assert lines(override) == ["the command's port 8000 is served on port 9000 (--port)"]
+    # Nothing said when everything asked for is served.
+    assert plan(["uvicorn", "a:app"], {"PORT": "8080"}).notices == ()
+    assert plan(["gunicorn", "a:app"], {"PORT": "8080"}).notices == ()
+
+
+def test_reloading_commands_are_known() -> None:
+    assert plan(["uvicorn", "a:app", "--reload"]).reloads
+    assert plan(["fastapi", "dev", "main.py"]).reloads
+    assert plan(["python", "manage.py", "runserver"]).reloads
+    assert not plan(["python", "manage.py", "runserver", "--noreload"]).reloads
+    assert not plan(["uvicorn", "a:app", "--workers", "2"]).reloads
+
+
+def test_a_bad_port_variable_is_a_usage_error() -> None:
+    with pytest.raises(ValueError, match="PORT: invalid value 'http'"):
+        plan(["uvicorn", "a:app"], {"PORT": "http"})

@@ -20,13 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisor.faultdump import FATAL_ERROR_TYPE, find_faulthandler_dump
 from supervisor.tracebacks import (
-    FATAL_ERROR_TYPE,
     Frame,
     ParsedException,
     ParsedTraceback,
     find_fatal_traceback,
-    find_faulthandler_dump,
 )
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "tracebacks"
@@ -725,3 +724,83 @@ def test_worst_case_inputs_of_64_kib_parse_quickly(text: str) -> None:
     find_fatal_traceback(text)
     find_faulthandler_dump(text)
     assert time.monotonic() - started < 1.0
+
+
+# -- as real servers print them (captured by tests/samples/capture_servers.py) -----------
+
+SERVER_SAMPLES = SAMPLES.parent / "servers"
+
+
+@pytest.mark.parametrize(
+    ("sample", "app_file", "line"),
+    [
+        ("fastapi_run_rich", "main.py", 4),  # typer's rich box
+        ("fastapi_run_typer_standard", "main.py", 4),
+        ("gunicorn_uvicorn_worker", "app.py", 3),  # the value printed twice
+        ("gunicorn_sync", "wsgi.py", 3),
+        ("gunicorn23_sync_haltserver", "wsgi.py", 3),  # the arbiter's HaltServer after it
+        ("hypercorn_exits_0", "app.py", 3),
+        ("uvicorn_workers_crash_loop", "app.py", 3),
+        ("uvicorn_reload", "app.py", 3),
+        ("granian_workers", "app.py", 3),
+        ("daphne", "app.py", 3),
+    ],
+)
+def test_the_apps_own_exception_once_as_each_server_prints_it(
+    sample: str, app_file: str, line: int
+) -> None:
+    parsed = fatal((SERVER_SAMPLES / f"{sample}.txt").read_text())
+    assert (parsed.exception.type, parsed.exception.value) == ("RuntimeError", "boom at import")
+    assert parsed.summary() == "RuntimeError: boom at import"
+    assert where(parsed.innermost_app_frame()) == (app_file, line, "<module>")
+    frame = parsed.innermost_app_frame()
+    assert frame is not None and frame.context_line == 'raise RuntimeError("boom at import")'
+
+
+def test_a_rich_box_gives_the_same_traceback_as_the_plain_form() -> None:
+    rich = fatal((SERVER_SAMPLES / "fastapi_run_rich.txt").read_text())
+    plain = fatal((SERVER_SAMPLES / "fastapi_run_typer_standard.txt").read_text())
+    # rich leaves out typer's and click's own frames, and names no frozen module.
+    assert [f.function for f in rich.exception.frames] == [
+        f.function for f in plain.exception.frames][-len(rich.exception.frames):]
+    assert [f.lineno for f in rich.exception.frames] == [
+        f.lineno for f in plain.exception.frames][-len(rich.exception.frames):]
+    for boxed, printed in zip(rich.exception.frames, plain.exception.frames[-12:]):
+        if not printed.filename.startswith("<frozen"):
+            assert (boxed.filename, boxed.context_line) == (printed.filename, printed.context_line)
+        assert boxed.is_app() == printed.is_app()
+
+
+def test_a_rich_box_with_a_chain_and_locals() -> None:
+    parsed = fatal((SERVER_SAMPLES / "rich_traceback_chained_with_locals.txt").read_text())
+    assert parsed.summary() == "RuntimeError: settings file missing: /nonexistent/settings.toml"
+    [cause] = parsed.chain
+    # rich wrapped this message at 80 columns: the wrap is undone, not kept as a newline.
+    assert (cause.type, cause.value) == (
+        "FileNotFoundError", "[Errno 2] No such file or directory: '/nonexistent/settings.toml'")
+    assert [(f.function, f.lineno) for f in parsed.exception.frames] == [
+        ("<module>", 10), ("load_settings", 8)]
+    assert where(parsed.innermost_app_frame()) == ("settings.py", 8, "load_settings")
+    assert parsed.exception.frames[0].context_line == 'load_settings("/nonexistent/settings.toml")'
+
+
+def test_a_rich_box_cut_off_or_garbled_is_not_a_traceback() -> None:
+    text = (SERVER_SAMPLES / "fastapi_run_rich.txt").read_text()
+    box_end = text.index("╰")
+    assert find_fatal_traceback(text[:box_end]) is None
+    assert find_fatal_traceback(text.replace("│", "")) is None
+    # Whatever is cut away, parsing never raises.
+    for cut in range(0, len(text), 97):
+        find_fatal_traceback(text[cut:])
+        find_fatal_traceback(text[:cut])
+
+
+def test_a_rich_box_logged_as_handled_is_not_fatal() -> None:
+    box = (SERVER_SAMPLES / "fastapi_run_rich.txt").read_text()
+    assert find_fatal_traceback("ERROR    Exception in ASGI application\n" + box) is None
+
+
+def test_a_message_that_only_looks_repeated_at_the_start_is_kept() -> None:
+    text = 'Traceback (most recent call last):\n  File "/srv/app.py", line 1, in <module>\n' \
+           "ValueError: first\nsecond\nfirst line is not repeated\n"
+    assert fatal(text).exception.value == "first\nsecond\nfirst line is not repeated"
