@@ -15,13 +15,18 @@ same key to both runs, else only its length and whether it is empty.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import sys
-from typing import Any, Mapping, Optional, Sequence
 
-from .config import Config, seconds_text
+from .config import seconds_text
+
+# Cheap to import (no typing, hashlib or hmac at run time): the loop may say
+# the conditions as soon as the child is spawned.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Optional, Sequence
+
+    from .config import Config
 
 COMPARE_KEY_ENV = "SUPERVISOR_COMPARE_KEY"
 # Hex digits of an HMAC kept: 64 bits tell values apart and reveal nothing.
@@ -163,6 +168,9 @@ def _names(names: Sequence[str]) -> str:
 def fingerprint(value: str, key: Optional[bytes]) -> dict[str, Any]:
     """What a report keeps of a value: an HMAC under ``key``, else its length and emptiness."""
     if key:
+        import hashlib
+        import hmac
+
         digest = hmac.new(key, value.encode("utf-8", "surrogateescape"), hashlib.sha256)
         return {"hmac": digest.hexdigest()[:FINGERPRINT_DIGITS]}
     return {"length": len(value), "empty": not value}
@@ -172,6 +180,9 @@ def key_id(key: Optional[bytes]) -> Optional[str]:
     """Tells whether two reports were made under the same key, without revealing it."""
     if not key:
         return None
+    import hashlib
+    import hmac
+
     return hmac.new(key, b"supervisor compare key", hashlib.sha256).hexdigest()[:8]
 
 
