@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from .config import HealthCheckSpec, seconds_text
 
@@ -75,6 +75,24 @@ class Advice:
             "fits": self.fits,
             "alternative": self.alternative,
         }
+
+
+def wants_advice(cause: str, ready_after_s: Optional[float]) -> bool:
+    """Advice is for an app that became ready, or was still starting when the run ended.
+
+    An app that crashed while starting needs a fix, not more time.
+    """
+    return ready_after_s is not None or cause in ("startup_timeout", "stopped", "stop_timeout")
+
+
+def advice_lines(data: Mapping[str, Any]) -> list[str]:
+    """The lines of an advice kept in a report (``Advice.as_json``)."""
+    return Advice(
+        measured=str(data["measured"]), needed_s=float(data["needed_s"]),
+        current_s=float(data["current_s"]), settings=str(data["settings"]),
+        health_check=str(data["health_check"]), fits=bool(data["fits"]),
+        alternative=str(data["alternative"]),
+    ).lines()
 
 
 def advise(

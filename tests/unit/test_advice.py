@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.advice import advise, allowed_s
+from supervisor.advice import advice_lines, advise, allowed_s, wants_advice
 from supervisor.config import HealthCheckSpec, parse_health_check
 from supervisor.platforms import PLATFORMS
 from supervisor.verdict import CheckState, Probe, ProbeKind, ProbeRecord
@@ -85,3 +85,15 @@ def test_applied_to_the_simulator_the_advice_passes_a_start_of_the_same_length(
     if advice.fits:
         assert allowed_s(fitted) >= advice.needed_s
         assert decision(fitted, ready) is CheckState.PASSED
+
+
+def test_advice_is_for_a_slow_start_not_a_crash() -> None:
+    assert wants_advice("exited", 3.0)
+    assert wants_advice("startup_timeout", None) and wants_advice("stopped", None)
+    assert not wants_advice("python_exception", None)
+    assert not wants_advice("oom_killed", None)
+
+
+def test_the_reports_advice_gives_the_same_lines() -> None:
+    advice = advise("apprunner", APP_RUNNER_HTTP, 31.0, 31.0)
+    assert advice_lines(advice.as_json()) == advice.lines()
