@@ -21,6 +21,8 @@
 #   .ci/docker.sh env    print DOCKER_HOST=..., DOCKER=... and BASE_IMAGE=...
 #
 # Exits non-zero with one line on stderr saying why when a step cannot be done.
+# Steps take a lock, so that runs at the same time on one machine neither
+# start two daemons nor build the base image twice.
 set -euo pipefail
 
 CACHE=${ENTRYPOINT_SUPERVISOR_CACHE:-/var/cache/entrypoint-supervisor}
@@ -69,6 +71,15 @@ storage_driver() {
 say() { echo "docker.sh: $*" >&2; }
 fail() { say "$*"; exit 1; }
 
+# Held until the script exits; fd 9 is closed for dockerd.
+lock() {
+    [ -z "${LOCKED:-}" ] || return 0
+    LOCKED=1
+    mkdir -p "$RUN_DIR"
+    exec 9>"$RUN_DIR/lock"
+    flock -w 1800 9 || fail "another .ci/docker.sh held $RUN_DIR/lock for 30 minutes"
+}
+
 # Debian's client talks to Debian's daemon; another client on PATH may be newer
 # than the daemon's API and default to BuildKit, which docker.io lacks.
 docker_client() {
@@ -94,6 +105,7 @@ install() {
 }
 
 start() {
+    lock
     if answers; then
         say "dockerd already answers on $SOCKET"
         return 0
@@ -120,7 +132,7 @@ start() {
         --pidfile "$PIDFILE" \
         --storage-driver "$driver" \
         --bridge none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
-        </dev/null >>"$LOG" 2>&1 &
+        </dev/null >"$LOG" 2>&1 9>&- &
     local pid=$! deadline=$((SECONDS + 90))
     until answers; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -139,6 +151,7 @@ start() {
 base() {
     local docker
     docker=$(docker_client)
+    lock
     answers || fail "dockerd does not answer on $SOCKET (run .ci/docker.sh start)"
     if "$docker" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         say "base image $BASE_IMAGE is cached"
@@ -167,6 +180,8 @@ base() {
 }
 
 stop() {
+    lock
+    rm -f "$RUN_DIR/started-by-tests"
     [ -f "$PIDFILE" ] || { say "no dockerd was started here"; return 0; }
     local pid
     pid=$(cat "$PIDFILE")
@@ -190,7 +205,7 @@ case "${1:-up}" in
     start) start ;;
     base) base ;;
     stop) stop ;;
-    env) printf 'DOCKER_HOST=%s\nDOCKER=%s\nBASE_IMAGE=%s\n' \
-            "$DOCKER_HOST" "$(docker_client)" "$BASE_IMAGE" ;;
+    env) printf 'DOCKER_HOST=%s\nDOCKER=%s\nBASE_IMAGE=%s\nRUN_DIR=%s\n' \
+            "$DOCKER_HOST" "$(docker_client)" "$BASE_IMAGE" "$RUN_DIR" ;;
     *) fail "unknown command ${1} (up, start, base, stop, env)" ;;
 esac

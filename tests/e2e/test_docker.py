@@ -14,6 +14,8 @@ base image cannot be built. Containers run with `--network host` and talk to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -90,15 +92,41 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def daemon_settings() -> tuple[str, dict[str, str], str]:
-    """(client, environment, base image) as .ci/docker.sh names them."""
+def daemon_settings() -> dict[str, str]:
+    """DOCKER_HOST, DOCKER (the client), BASE_IMAGE and RUN_DIR, as .ci/docker.sh names them."""
     done = script("env", timeout=30)
     assert done.returncode == 0, done.stderr
-    values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    env = dict(os.environ)
-    env["DOCKER_HOST"] = values["DOCKER_HOST"]
-    env["DOCKER_BUILDKIT"] = "0"
-    return values["DOCKER"], env, values["BASE_IMAGE"]
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+@contextlib.contextmanager
+def shared_daemon(run_dir: Path, client: str, env: dict[str, str]) -> Iterator[None]:
+    """Use the project's dockerd, starting it if it does not answer.
+
+    Test runs on one machine may overlap: each holds a shared lock while it uses
+    the daemon, and the last one out stops it if a test run started it (a daemon
+    started by hand or by CI is left running).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / "started-by-tests"
+    with open(run_dir / "users", "w") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        try:
+            if not answers(client, env):
+                done = script("start", timeout=180)
+                if done.returncode != 0:
+                    pytest.skip(f"dockerd cannot start: {last_line(done.stderr)}")
+                marker.touch()
+            yield
+        finally:
+            fcntl.flock(users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another run still uses it
+            else:
+                if marker.exists():
+                    script("stop", timeout=120)
 
 
 def answers(client: str, env: dict[str, str]) -> bool:
@@ -133,15 +161,16 @@ def build_context(directory: Path) -> None:
 def docker() -> Iterator[Docker]:
     if os.geteuid() != 0:
         pytest.skip("dockerd needs root")
-    client, env, base = daemon_settings()
+    settings = daemon_settings()
+    client, base = settings["DOCKER"], settings["BASE_IMAGE"]
     if not client:
         pytest.skip("dockerd cannot start: docker.io is not installed (run .ci/docker.sh)")
-    started = False
-    if not answers(client, env):
-        done = script("start", timeout=180)
-        if done.returncode != 0:
-            pytest.skip(f"dockerd cannot start: {last_line(done.stderr)}")
-        started = True
+    env = {**os.environ, "DOCKER_HOST": settings["DOCKER_HOST"], "DOCKER_BUILDKIT": "0"}
+    with shared_daemon(Path(settings["RUN_DIR"]), client, env):
+        yield from built_image(client, env, base)
+
+
+def built_image(client: str, env: dict[str, str], base: str) -> Iterator[Docker]:
     work = Path(tempfile.mkdtemp(prefix="docker-test-"))
     image = f"{LABEL}:{uuid.uuid4().hex[:12]}"
     try:
@@ -161,8 +190,6 @@ def docker() -> Iterator[Docker]:
         subprocess.run([client, "image", "rm", "--force", image], env=env,
                        capture_output=True, timeout=COMMAND_TIMEOUT)
         shutil.rmtree(work, ignore_errors=True)
-        if started:
-            script("stop", timeout=120)
 
 
 @pytest.fixture
@@ -210,7 +237,7 @@ def app_answers(port: int) -> bool:
 
 
 def uvicorn(port: int, module: str = "slowapp:app") -> list[str]:
-    return ["uvicorn", "--app-dir", "/app", module, "--host", "127.0.0.1", "--port", str(port)]
+    return ["uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def test_healthz_answers_while_the_app_imports(docker: Docker, containers: list[str]) -> None:

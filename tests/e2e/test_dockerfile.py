@@ -1,4 +1,10 @@
-"""Dockerfile.example cannot be built here (no Docker engine): check what can be checked."""
+"""Dockerfile.example's recipes, checked without an engine.
+
+No registry is reachable here, so the example's FROM images cannot be pulled;
+tests/e2e/test_docker.py builds its Debian recipe (tests/docker/Dockerfile,
+FROM a local Debian base and from a wheelhouse) in a real dockerd instead.
+These tests keep the two in step.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,18 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from supervisor.handoff import HandoffMode, plan_handoff
 from tests.conftest import ROOT
 
+TESTED = ROOT / "tests" / "docker" / "Dockerfile"
 
-def instructions() -> list[tuple[str, str]]:
+
+def instructions(path: Path = ROOT / "Dockerfile.example") -> list[tuple[str, str]]:
     found = []
     logical = ""
-    for line in (ROOT / "Dockerfile.example").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not logical and (not line.strip() or line.lstrip().startswith("#")):
             continue
         logical += line.rstrip("\\").strip() + " "
@@ -25,8 +34,22 @@ def instructions() -> list[tuple[str, str]]:
     return found
 
 
-def exec_form(name: str) -> list[list[str]]:
-    forms = [json.loads(rest) for keyword, rest in instructions() if keyword == name]
+def stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of one stage of Dockerfile.example (``FROM ... AS name``)."""
+    found: list[tuple[str, str]] = []
+    current = None
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            current = rest.split()[-1]
+        elif current == name:
+            found.append((keyword, rest))
+    assert found, f"no stage {name} in Dockerfile.example"
+    return found
+
+
+def exec_form(name: str, among: list[tuple[str, str]] | None = None) -> list[list[str]]:
+    among = instructions() if among is None else among
+    forms = [json.loads(rest) for keyword, rest in among if keyword == name]
     assert forms and all(isinstance(form, list) for form in forms), f"{name} must use exec form"
     return forms
 
@@ -65,3 +88,23 @@ def test_the_commands_it_runs_exist_and_accept_their_arguments() -> None:
     assert uvicorn.returncode == 0
     for option in ("--host", "--port", "--fd"):
         assert option in uvicorn.stdout
+
+
+def test_the_tested_dockerfile_is_the_debian_recipe() -> None:
+    example, tested = stage("debian"), instructions(TESTED)
+    assert exec_form("ENTRYPOINT", tested) == exec_form("ENTRYPOINT", example)
+    for keyword in ("ENV", "WORKDIR"):
+        assert [rest for k, rest in tested if k == keyword] == [
+            rest for k, rest in example if k == keyword]
+    runs = " ".join(rest for keyword, rest in tested if keyword == "RUN")
+    for venv in ("/opt/supervisor", "/opt/app"):
+        assert f"python3 -m venv {venv}" in runs
+    # Built with no network: everything comes from the wheelhouse.
+    assert runs.count("pip install --no-cache-dir --no-index --find-links /build/wheels") == 2
+
+
+def test_the_tested_cmd_is_a_uvicorn_command_that_gets_the_socket_handed_over() -> None:
+    (command,) = exec_form("CMD", instructions(TESTED))
+    plan = plan_handoff("auto", command, None, None, None, {})
+    assert plan.mode is HandoffMode.FD
+    assert plan.argv[-2:] == ("--fd", "3")
