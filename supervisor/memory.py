@@ -176,9 +176,10 @@ class MemoryFacts:
     def sparkline(self, width: int = 40) -> str:
         """One line: the sampled tree RSS as block characters, then peak and limit in MiB.
 
-        The cgroup's peak is named beside the RSS peak when known: it is what
-        the limit applies to, while RSS also counts shared library pages that
-        are charged elsewhere and can pass the limit.
+        The bars are scaled to the limit when there is one (43 MiB of 512 MiB
+        is a low bar), else to the peak. The cgroup's peak is named beside the
+        RSS peak when known: it is what the limit applies to, while RSS also
+        counts shared library pages that are charged elsewhere and can pass it.
         """
         peak = self.peak_rss_bytes
         label = f"peak {_mib(peak)} MiB" if peak is not None else "peak unknown"
@@ -188,11 +189,11 @@ class MemoryFacts:
             label += f" of {_mib(self.cgroup_limit_bytes)} MiB"
         else:
             label += ", no limit"
-        bars = _bars(self.samples, width, peak)
+        bars = _bars(self.samples, width, self.cgroup_limit_bytes or peak)
         return f"{bars} {label}" if bars else label
 
 
-def _bars(samples: tuple[tuple[float, int], ...], width: int, peak: Optional[int]) -> str:
+def _bars(samples: tuple[tuple[float, int], ...], width: int, top: Optional[int]) -> str:
     if not samples or width <= 0:
         return ""
     # Bucket by time, not by index: older samples are thinned, so indexes are
@@ -205,9 +206,9 @@ def _bars(samples: tuple[tuple[float, int], ...], width: int, peak: Optional[int
         index = min(count - 1, int((at - start) / span * count)) if span > 0 else 0
         current = buckets[index]
         buckets[index] = value if current is None else max(current, value)
-    # Scale to the true peak when it is known: a spike that sampling missed
+    # Scale to the limit, else to the true peak: a spike that sampling missed
     # then shows as bars well below the label, which is the honest picture.
-    scale = max(max(v for _, v in samples), peak or 0, 1)
+    scale = max(max(v for _, v in samples), top or 0, 1)
     out: list[str] = []
     last = 0
     for bucket in buckets:

@@ -419,6 +419,9 @@ def test_sparkline_names_peak_and_limit_in_mib() -> None:
     # A spike that sampling missed leaves the bars below the peak.
     missed = MemoryFacts(1024 * MIB, None, None, None, samples, None, None)
     assert missed.sparkline() == "▁▁▂▂▃▃▄▄ peak 1024 MiB, no limit"
+    # Scaled to the limit: 43 MiB of 512 MiB is a low bar, not a full one.
+    small = MemoryFacts(43 * MIB, None, 512 * MIB, 0, ((0.0, 40 * MIB), (1.0, 43 * MIB)), None, 1)
+    assert small.sparkline() == "▁▁ peak 43 MiB of 512 MiB"
     no_limit = MemoryFacts(3 * MIB, None, None, None, (), None, None)
     assert no_limit.sparkline() == "peak 3.0 MiB, no limit"
     wide = MemoryFacts(10 * MIB, None, None, None, tuple((i, i) for i in range(500)), None, 2)
