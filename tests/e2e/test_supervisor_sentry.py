@@ -12,7 +12,7 @@ import psutil
 import pytest
 from sentry_relay.processing import StoreNormalizer
 
-from tests.conftest import PYTHON, Run, child, free_port, supervisor_lines
+from tests.conftest import PYTHON, Run, child, free_port, supervisor_lines, wait_for
 from tests.sentry_receiver import Receiver, refused_dsn
 
 SENTRY_ENV = {"SENTRY_RELEASE": "shop@1.2.3", "SENTRY_ENVIRONMENT": "staging"}
@@ -217,7 +217,10 @@ def test_an_oom_kill_in_a_real_cgroup_sends_an_oomkilled_event(
         code, _, _ = supervise("--sentry-dsn", receiver.dsn, PYTHON, child("mem_grow.py"),
                                "--step-mb", "4", env=SENTRY_ENV,
                                preexec_fn=join(group)).finish(timeout=60)
-        event = receiver.wait_for(1)[0].event()
+        # The memory warning (90 % of the limit) may come first: take the crash event.
+        wait_for(lambda: any(e.event()["level"] == "fatal" for e in receiver.envelopes),
+                 what="the crash event")
+        (event,) = [e.event() for e in receiver.envelopes if e.event()["level"] == "fatal"]
     assert code == 137
     assert_valid_protocol(event)
     assert event["tags"]["cause"] == "oom_killed"
