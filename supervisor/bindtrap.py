@@ -296,8 +296,6 @@ class BindTrap:
             return
         self._respond(ident, 0)
         self.answered += 1
-        if self.answered == 1:
-            self._on_line(f"pid {tid}'s bind() of port {self._port} got the supervisor's socket")
 
     def _continue(self, ident: int) -> None:
         self._respond(ident, _SECCOMP_USER_NOTIF_FLAG_CONTINUE)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .probes import HealthCheckResult
     from .reactor import Reactor
     from .redact import Redactor
+    from .tracebacks import ParsedTraceback
 
 # After the child ended, answer what waits in the backlog for at most this long.
 STUB_LINGER_S = 0.2
@@ -52,11 +53,13 @@ class FinishParts:
     termination_log: Optional[TerminationLog] = None
     health_check: Optional[HealthCheckResult] = None
     forensics: Optional[Forensics] = None
+    # The loop stopped the child because it kept dying at start-up with this traceback.
+    startup_crash: Optional[ParsedTraceback] = None
 
 
 def finish(facts: RunFacts, parts: FinishParts) -> int:
     """Decide, report and deliver; return the supervisor's own exit status."""
-    outcome = classify(facts.ending())
+    outcome = classify(dataclasses.replace(facts.ending(), startup_crash=parts.startup_crash))
     if parts.stub is not None:
         # Accept again at once: what waits in the backlog gets the cause, not a refusal.
         parts.stub.take_back(outcome.cause.value)

@@ -1,14 +1,66 @@
 """The public listening socket: bound by the supervisor before the child starts.
 
-Owns: binding the public address with the options the hand-off needs, and
-the loopback address through which the supervisor reaches it itself.
+Owns: binding the public address (TCP, or the unix socket a command names)
+with the options the hand-off needs, the address through which the
+supervisor reaches it itself, and how it is named in lines.
 Must not know: HTTP or the child. It is on the path from exec to spawning
 the child, so it imports ``socket`` and nothing heavy.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .handoff import HandoffPlan
+
+# What uvicorn gives its --uds socket file: anyone on the host may connect.
+UNIX_SOCKET_MODE = 0o666
+
+
+def bind_public(plan: HandoffPlan) -> Optional[socket.socket]:
+    """The socket the plan's stub answers on (None when it has no stub); OSError as raised."""
+    if plan.unix_path is not None:
+        return bind_unix_listener(plan.unix_path)
+    if plan.stub_address is None:
+        return None
+    return bind_listener(*plan.stub_address)
+
+
+def plan_address_text(plan: HandoffPlan) -> str:
+    if plan.unix_path is not None:
+        return f"unix:{plan.unix_path}"
+    assert plan.stub_address is not None
+    host, port = plan.stub_address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_unix_listener(path: str) -> socket.socket:
+    """Bind and listen on a unix socket at ``path``, replacing a stale socket file there.
+
+    A file that is not a socket is left alone (bind fails with EADDRINUSE).
+    """
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(max(1024, socket.SOMAXCONN))
+        sock.setblocking(False)
+        sock.set_inheritable(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -39,7 +91,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 def loopback_address(listener: socket.socket) -> tuple[str, int]:
-    """The address to connect to the listener from this host (for ``hand_off``).
+    """The address to connect to a TCP listener from this host (for ``hand_off``).
 
     A wildcard bind (``0.0.0.0`` or ``::``) is reached through the loopback.
     """
@@ -50,3 +102,16 @@ def loopback_address(listener: socket.socket) -> tuple[str, int]:
     elif host == "::":
         host = "::1"
     return host, port
+
+
+def is_unix(listener: socket.socket) -> bool:
+    return listener.family == socket.AF_UNIX
+
+
+def address_text(listener: socket.socket) -> str:
+    """``0.0.0.0:8000``, ``[::]:8000`` or ``unix:/run/app.sock``, for the supervisor's lines."""
+    address = listener.getsockname()
+    if isinstance(address, (str, bytes)):
+        return f"unix:{os.fsdecode(address)}"
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -18,11 +18,12 @@ import signal
 import sys
 import time
 
+from .bindtrap import unavailable_reason
 from .child import ChildSpec, ExecFailure, ExitStatus, child_environment, enlarge_pipe, spawn
 from .config import Config, EarlyRequests
 from .errors import SupervisorError, UsageError
 from .handoff import SYSTEMD_FIRST_FD, HandoffMode, HandoffPlan, plan_handoff
-from .listener import bind_listener, loopback_address
+from .listener import address_text, bind_public, is_unix, loopback_address, plan_address_text
 from .log import Logger
 from .output import Sink
 from .pid1 import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import socket
     from typing import Any, Callable, Mapping, Optional
 
+    from .bindtrap import BindTrap
     from .facts import RunFacts
     from .finish import FinishParts
     from .forensics import Forensics
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from .readiness import ReadinessWatcher, Strategy
     from .redact import Redactor
     from .relay import Relay, Tail
+    from .startcrash import StartupCrashWatch
+    from .tracebacks import ParsedTraceback
     from .child_cgroup import ChildCgroup
     from .watch import Watch
 
@@ -93,7 +97,7 @@ class Supervisor:
         try:
             self.plan: HandoffPlan = plan_handoff(
                 config.handoff.value, config.command, config.host, config.port,
-                config.health_port, environ,
+                config.health_port, environ, unavailable_reason(),
             )
         except ValueError as error:
             raise UsageError(str(error)) from None
@@ -129,6 +133,9 @@ class Supervisor:
         self.forensics: Optional[Forensics] = None
         self._notifier: Optional[Notifier] = None
         self._redact: Optional[Redactor] = None
+        self.startup_crashes: Optional[StartupCrashWatch] = None
+        self.bind_trap: Optional[BindTrap] = None
+        self.startup_crash: Optional[ParsedTraceback] = None
 
     # -- the steps -------------------------------------------------------------
     def run(self) -> int:
@@ -145,7 +152,7 @@ class Supervisor:
     def _run(self) -> int:
         before_exec = self._prepare_reproduction()
         self._bind()
-        spawned = self._spawn(before_exec)
+        spawned = self._spawn_answering_binds(before_exec)
         if isinstance(spawned, ExecFailure):
             self._start_stub()
             return self._finish(exec_failure=spawned)
@@ -186,17 +193,64 @@ class Supervisor:
             self.log.info(f"reproducing limits on the child: {', '.join(limits)}")
         return tuple(steps)
 
+    def _say_the_plan(self) -> None:
+        """An address asked for and not served, or a command without the stub: never silent."""
+        for level, line in self.plan.notices:
+            (self.log.warning if level == "warning" else self.log.info)(line)
+
     def _bind(self) -> None:
         """Bind before the child starts: the port answers from the first moment."""
-        if self.plan.stub_address is None:
-            return
-        host, port = self.plan.stub_address
         try:
-            self.listener = bind_listener(host, port)
+            self.listener = bind_public(self.plan)
         except OSError as error:
             raise SupervisorError(
-                f"cannot listen on {host}:{port}: {error.strerror or error}"
+                f"cannot listen on {plan_address_text(self.plan)}: {error.strerror or error}"
             ) from None
+
+    def _spawn_answering_binds(self, before_exec: tuple[Callable[[], None], ...]
+                               ) -> int | ExecFailure:
+        """Spawn; a child that binds its own address has that bind answered (``bindtrap``).
+
+        Where the kernel refuses the filter, the child is started again without
+        it, and without the stub (the app binds its own address), which is said.
+        """
+        if self.plan.mode is not HandoffMode.BIND:
+            self._say_the_plan()
+            return self._spawn(before_exec)
+        from .bindtrap import Pending, refusal
+
+        pending = Pending()
+        spawned = self._spawn((*before_exec, pending.install_in_child))
+        why = refusal(spawned.message) if isinstance(spawned, ExecFailure) else None
+        if why is None:
+            self._say_the_plan()
+            notify_fd = pending.receive()
+            if notify_fd is not None:
+                self._answer_binds(notify_fd)
+            return spawned
+        pending.close()
+        config = self.config
+        self.plan = plan_handoff(config.handoff.value, config.command, config.host,
+                                 config.port, config.health_port, self.environ, why)
+        self._say_the_plan()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        return self._spawn(before_exec)
+
+    def _answer_binds(self, notify_fd: int) -> None:
+        from .bindtrap import BindTrap
+
+        assert self.listener is not None and self.plan.bind_port is not None
+        trap = BindTrap(notify_fd, self.listener, self.plan.bind_port, self.log.info)
+
+        def on_readable() -> None:
+            if not trap.on_readable():
+                self.reactor.remove_reader(notify_fd)
+                trap.close()
+
+        self.bind_trap = trap
+        self.reactor.add_reader(notify_fd, on_readable)
 
     def _spawn(self, before_exec: tuple[Callable[[], None], ...]) -> int | ExecFailure:
         stderr_read, stderr_write = os.pipe()
@@ -260,7 +314,8 @@ class Supervisor:
             ready_path=self.config.ready_path,
             starting_status=self.config.starting_status,
             # In port mode other paths on the health port are not the app's traffic.
-            hold_early_requests=hold and self.plan.mode is not HandoffMode.PORT,
+            hold_early_requests=(hold and self.plan.mode is not HandoffMode.PORT
+                                 and not is_unix(self.listener)),
             hold_timeout_s=min(30.0, self.config.startup_timeout_s),
             log=self.log.warning,
             on_app_accepts=self._on_app_accepts,
@@ -316,6 +371,7 @@ class Supervisor:
         )
         if self.phase is Phase.STARTING:
             self._watch_readiness()
+            self._watch_startup_crashes()
         if self.forensics is not None and self.pid is not None:
             self.forensics.start_sampling(
                 self.pid, lambda: self.phase is Phase.STARTING and self.reaped is None,
@@ -335,6 +391,11 @@ class Supervisor:
         stop_group(self.pid, self.reactor, self.log)
         if self.readiness is not None:
             self.readiness.stop()
+        if self.startup_crashes is not None:
+            self.startup_crashes.stop()
+        if self.bind_trap is not None and not self.bind_trap.closed:
+            self.reactor.remove_reader(self.bind_trap.notify_fd)
+            self.bind_trap.close()
         if self.health_check is not None:
             self.health_check.stop()
         if self.forensics is not None:
@@ -353,6 +414,8 @@ class Supervisor:
         if self.phase is Phase.STARTING:
             if self.readiness is not None:
                 self.readiness.stop()
+            if self.startup_crashes is not None:
+                self.startup_crashes.stop()
             if self.startup_timer is not None:
                 self.startup_timer.cancel()
         self.phase = phase
@@ -367,7 +430,7 @@ class Supervisor:
         port_mode = self.plan.mode is HandoffMode.PORT
         self.readiness = ReadinessWatcher(
             self.reactor, pid=self.pid, on_ready=self._on_ready, listener=self.listener,
-            pause_stub=None if port_mode else stub.pause_accepting,
+            pause_stub=None if port_mode or self.plan.unix_path else stub.pause_accepting,
             app_port=self.plan.app_port if port_mode else None,
         )
         self.startup_timer = self.reactor.call_later(
@@ -376,6 +439,47 @@ class Supervisor:
         if self.readiness.start(proc_readiness_supported()) is not None:
             self.log.info("readiness: /proc cannot tell here; using uvicorn's log lines")
             self.relays[0].on_chunk = self.readiness.chunk
+
+    def _watch_startup_crashes(self) -> None:
+        """Processes dying at start-up while the server waits on: concluded, not waited out."""
+        if self.tail is None:
+            return
+        from .startcrash import StartupCrashWatch
+
+        self.startup_crashes = watch = StartupCrashWatch(
+            self.reactor, reloads=self.plan.reloads, started=self.started_mono,
+            on_conclude=self._on_startup_crash_loop,
+            on_crash=self._on_reload_crash,
+        )
+        relay = self.relays[0]
+        previous = relay.on_chunk
+
+        def chunk(data: bytes) -> None:
+            if previous is not None:
+                previous(data)
+            watch.chunk(data)
+
+        relay.on_chunk = chunk
+
+    def _on_startup_crash_loop(self, traceback: ParsedTraceback, deaths: int) -> None:
+        self._reap()
+        if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
+            return
+        self.startup_crash = traceback
+        grace = self.config.stop_timeout_s
+        self.log.warning(
+            f"the app died {deaths} time(s) while starting ({traceback.summary()}) and the "
+            f"server waits on: stopping it (SIGTERM, SIGKILL in {grace:g} s)"
+        )
+        send_signal(self.pid, signal.SIGTERM, group=True)
+        self.reactor.call_later(grace, self._kill_group)
+
+    def _on_reload_crash(self, traceback: ParsedTraceback) -> None:
+        from .causes import frame_text
+
+        where = frame_text(traceback.innermost_app_frame())
+        self.log.error(f"the app crashed while starting: {traceback.summary()}"
+                       + (f" at {where}" if where else "") + "; the reloader waits for a change")
 
     def _on_app_accepts(self) -> None:
         if self.readiness is not None:
@@ -391,11 +495,15 @@ class Supervisor:
             self.stub.mark_serving()
             self.log.info(f"ready after {self.ready_after_s:.2f} s: the app answers on port "
                           f"{self.plan.app_port}")
+        elif is_unix(self.listener):
+            self.stub.hand_off((self.plan.unix_path,))
+            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
+                          f"{address_text(self.listener)} now")
         else:
             address = loopback_address(self.listener)
             self.stub.hand_off(address)
             self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
-                          f"{_address_text(self.listener)} now")
+                          f"{address_text(self.listener)} now")
             from .appcheck import warn_if_health_path_missing
 
             warn_if_health_path_missing(self.reactor, self.log, address, self.config.health_path)
@@ -588,7 +696,7 @@ class Supervisor:
             config=self.config, reactor=self.reactor, log=self.log, redact=self.redact,
             notifier=self.notifier, sinks=self.sinks, stub=self.stub, listener=self.listener,
             termination_log=self.watch.termination_log if self.watch is not None else None,
-            health_check=result, forensics=self.forensics,
+            health_check=result, forensics=self.forensics, startup_crash=self.startup_crash,
         )
 
     @property

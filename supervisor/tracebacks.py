@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from .tbvalues import Frame, ParsedException, ParsedTraceback
 
-__all__ = ["CHAIN_MARKERS", "FATAL_PREFIX", "Frame", "ParsedException", "ParsedTraceback",
-           "find_fatal_traceback", "split_lines"]
+__all__ = ["CHAIN_MARKERS", "FATAL_PREFIX", "Found", "Frame", "ParsedException",
+           "ParsedTraceback", "find_fatal_traceback", "find_tracebacks", "split_lines"]
 
 # CPython stops printing nested groups at depth 10; deeper input is not its output.
 MAX_GROUP_DEPTH = 12
@@ -71,24 +71,53 @@ def find_fatal_traceback(text: str) -> Optional[ParsedTraceback]:
     carried on are skipped: they are not why the program stopped. So is a
     server's own halt (gunicorn's HaltServer) when the app's exception came before.
     """
-    lines = split_lines(text)
-    found = _scan(lines, depth=0)
+    fatal: Optional[ParsedTraceback] = None
+    halt: Optional[ParsedTraceback] = None
+    for found in find_tracebacks(split_lines(text)):
+        if found.handled:
+            continue
+        if found.traceback.exception.type.rpartition(".")[2] in _SERVER_HALTS:
+            halt = found.traceback
+        else:
+            fatal = found.traceback
+    return fatal or halt
+
+
+class Found(NamedTuple):
+    """One traceback in a list of lines: where, what, and how it was introduced."""
+
+    start: int  # its first line
+    end: int  # the line after it
+    traceback: ParsedTraceback
+    handled: bool  # a server logged it and carried on
+    logged: bool  # a log record introduced it (logger.exception), not the interpreter's exit
+
+
+def find_tracebacks(lines: Sequence[str]) -> List[Found]:
+    """Every traceback in `lines` (plain or drawn by rich), in order."""
+    found = [Found(start, end, traceback, handled, _logged(lines, start))
+             for start, end, traceback, handled in _scan(lines, depth=0)]
     if any(_RICH_TITLE in line for line in lines):
         from .richtb import find_rich_tracebacks
 
-        for start, _, traceback in find_rich_tracebacks(lines):
-            found.append((start, traceback, _introduced_as_handled(lines, 0, start)))
-        found.sort(key=lambda item: item[0])
-    fatal: Optional[ParsedTraceback] = None
-    halt: Optional[ParsedTraceback] = None
-    for _, traceback, handled in found:
-        if handled:
-            continue
-        if traceback.exception.type.rpartition(".")[2] in _SERVER_HALTS:
-            halt = traceback
-        else:
-            fatal = traceback
-    return fatal or halt
+        for start, end, traceback in find_rich_tracebacks(lines):
+            found.append(Found(start, end, traceback, _introduced_as_handled(lines, 0, start),
+                               _logged(lines, start)))
+        found.sort(key=lambda item: item.start)
+    return found
+
+
+def _logged(lines: Sequence[str], start: int) -> bool:
+    """Whether a log record introduced the traceback at `start` (gunicorn's worker
+    failure excepted: it logs, then the worker exits)."""
+    above = next((lines[i] for i in range(start - 1, max(-1, start - 3), -1)
+                  if lines[i].strip()), "")
+    header = lines[start]
+    prefix = header[: header.find(_TRACEBACK)] if _TRACEBACK in header else ""
+    introducer = prefix if prefix.strip() else above
+    if "Exception in worker process" in introducer:
+        return False
+    return _LOG_RECORD.match(introducer.strip()) is not None
 
 
 def split_lines(text: str) -> List[str]:
@@ -98,8 +127,8 @@ def split_lines(text: str) -> List[str]:
 
 # -- tracebacks ---------------------------------------------------------------------------
 
-# Where it starts, the traceback, and whether it was logged as handled.
-_Found = Tuple[int, ParsedTraceback, bool]
+# Where it starts and ends, the traceback, and whether it was logged as handled.
+_Found = Tuple[int, int, ParsedTraceback, bool]
 
 
 def _scan(lines: Sequence[str], depth: int) -> List[_Found]:
@@ -129,7 +158,8 @@ def _scan(lines: Sequence[str], depth: int) -> List[_Found]:
         i = resume
         if sections:
             traceback = ParsedTraceback(sections[-1], tuple(sections[:-1]))
-            found.append((start, traceback, _introduced_as_handled(lines, previous_end, start)))
+            found.append((start, resume, traceback,
+                          _introduced_as_handled(lines, previous_end, start)))
             previous_end = resume
     return found
 
@@ -358,7 +388,7 @@ def _is_numbered(rest: str) -> bool:
 def _own_exception(lines: Sequence[str], depth: int) -> Optional[ParsedException]:
     found = _scan(lines, depth)
     if found:
-        return found[-1][1].exception
+        return found[-1][2].exception
     # A sub-exception that was never raised has no traceback, only its last line.
     for i, line in enumerate(lines):
         if not line.strip():
