@@ -254,7 +254,8 @@ def test_an_undecided_check_says_so(silent_server: Address) -> None:
 @pytest.fixture
 def real_stub() -> Iterator[Callable[[int], Address]]:
     """The supervisor's own HealthStub on 127.0.0.1, its reactor turning in a thread."""
-    from supervisor.health import HealthStub, bind_listener
+    from supervisor.health import HealthStub
+    from supervisor.listener import bind_listener
     from supervisor.reactor import Reactor
 
     started: list[tuple[threading.Event, threading.Thread, Any]] = []
