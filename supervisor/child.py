@@ -25,10 +25,40 @@ CHILD_ENV_DEFAULTS = {
     "PYTHONFAULTHANDLER": "1",
     "PYTHON_COLORS": "0",
 }
+# What PEP 538's locale coercion sets LC_CTYPE to (Python/pylifecycle.c).
+_COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
 # So high that it never collides with the targets of fd placement.
 _SCRATCH_FD_FLOOR = 200
+PR_SET_PDEATHSIG = 1
 # The kernel picks the app, not its reporter, when memory runs out.
 CHILD_OOM_SCORE_ADJ = 1000
+
+
+def without_locale_coercion(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ`` without the ``LC_CTYPE`` that our own interpreter put there.
+
+    When the locale is C, Python's start-up (PEP 538) sets ``LC_CTYPE`` to
+    ``C.UTF-8`` in its own environment, and a child would inherit it as if
+    the user had set it. What the process was started with (``/proc/self/environ``,
+    which ``setenv`` never changes) says whether it was there before.
+    """
+    value = environ.get("LC_CTYPE")
+    if value not in _COERCION_TARGETS:
+        return environ
+    try:
+        with open("/proc/self/environ", "rb") as started_with:
+            original = started_with.read().split(b"\0")
+    except OSError:
+        return environ  # not Linux: nothing to compare with
+    before = [entry[9:] for entry in original if entry.startswith(b"LC_CTYPE=")]
+    if before and before[-1].decode("utf-8", "surrogateescape") == value:
+        return environ  # the user's own
+    env = dict(environ)
+    if before:
+        env["LC_CTYPE"] = before[-1].decode("utf-8", "surrogateescape")
+    else:
+        del env["LC_CTYPE"]
+    return env
 
 
 def child_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -57,7 +87,11 @@ class ChildSpec:
     oom_score_adj: Optional[int] = CHILD_OOM_SCORE_ADJ
     # Make the child's group the terminal's foreground group (as tini does), so
     # that it can read a tty (a breakpoint(), a prompt) instead of being stopped.
+    # Only when the supervisor's own group has it: never taken from a shell.
     take_terminal: bool = False
+    # SIGKILL the child when the supervisor dies (PR_SET_PDEATHSIG): not as PID 1,
+    # where the kernel ends the whole namespace anyway.
+    die_with_parent: bool = False
     # Extra steps run in the child between fork and exec (cgroup join, namespaces).
     before_exec: tuple[Callable[[], None], ...] = ()
 
@@ -108,11 +142,20 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
     A close-on-exec pipe reports an exec failure with its errno, as
     ``subprocess`` does: EOF on it means exec succeeded.
     """
-    report_read, report_write = os.pipe()
-    pid = os.fork()
+    parent = os.getpid()
+    try:
+        report_read, report_write = os.pipe()
+    except OSError as error:  # EMFILE, ENFILE
+        return ExecFailure(errno=error.errno or 0, message=f"no pipe: {error.strerror}")
+    try:
+        pid = os.fork()
+    except OSError as error:  # EAGAIN under a pids limit, ENOMEM
+        os.close(report_read)
+        os.close(report_write)
+        return ExecFailure(errno=error.errno or 0, message=f"fork failed: {error.strerror}")
     if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
         os.close(report_read)
-        _exec_in_child(spec, report_write)
+        _exec_in_child(spec, report_write, parent)
     os.close(report_write)
     chunks = []
     while True:
@@ -128,13 +171,21 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
     return ExecFailure(errno=int(code_text or 0), message=message)
 
 
-def _exec_in_child(spec: ChildSpec, report_fd: int) -> None:  # pragma: no cover
+def _exec_in_child(spec: ChildSpec, report_fd: int, parent: int) -> None:  # pragma: no cover
     try:
+        if spec.die_with_parent:
+            from .pid1 import prctl
+
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)  # it died before the prctl
+        parent_group = os.getpgrp()
         os.setpgid(0, 0)
         if spec.take_terminal:
-            # SIGTTOU is still ignored here (inherited), so this cannot stop us.
+            # SIGTTOU is still ignored and blocked here (inherited): this cannot stop us.
             try:
-                os.tcsetpgrp(0, os.getpgrp())
+                if os.tcgetpgrp(0) == parent_group:
+                    os.tcsetpgrp(0, os.getpgrp())
             except OSError:
                 pass
         signal.set_wakeup_fd(-1)

@@ -44,12 +44,10 @@ class Logger:
         self, level: str, message: str, fields: dict[str, Any], marked: bool = True
     ) -> None:
         if self._json:
-            import json
-
             record = {"ts": round(time.time(), 3), "level": level, "logger": "supervisor"}
             record["msg"] = message
             record.update(fields)
-            text = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+            text = _json_line(record)
         else:
             marker = f"{level}: " if marked and level != "info" else ""
             text = "".join(
@@ -57,3 +55,30 @@ class Logger:
                 for n, part in enumerate(message.split("\n"))
             )
         self._write(text.encode("utf-8", "replace"))
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSON object and a newline; written by hand when ``json`` cannot be imported.
+
+    Without a free fd (EMFILE) not even an import can open its file, and the
+    line that says so must still get out.
+    """
+    try:
+        import json
+    except Exception:
+        parts = (f"{_json_string(str(key))}: {_json_value(value)}" for key, value in record.items())
+        return "{" + ", ".join(parts) + "}\n"
+    return json.dumps(record, default=str, ensure_ascii=False) + "\n"
+
+
+def _json_value(value: object) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int) or (isinstance(value, float) and abs(value) < float("inf")):
+        return repr(value)
+    return _json_string(str(value))
+
+
+def _json_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(f"\\u{ord(c):04x}" if c < " " else c for c in escaped) + '"'

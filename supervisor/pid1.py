@@ -1,7 +1,9 @@
-"""PID 1 duties: signals taken synchronously, forwarded, and every zombie reaped.
+"""PID 1 duties: signals forwarded as tini and dumb-init do, and every zombie reaped.
 
-Owns: which signals are forwarded, the handlers (which only wake the loop),
-reaping with ``wait3`` and the child-subreaper registration.
+Owns: which signals are forwarded, the handlers (which forward, and queue the
+rest for the loop), the signals the supervisor can raise on itself, job-control
+stops, reaping with ``wait3``, the subreaper registration, and the last-resort
+wait when the loop cannot go on.
 Must not know: what a stop means for the report (the loop decides).
 """
 
@@ -16,30 +18,53 @@ from .values import frozen
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable, Mapping, Optional
 
     from .log import Logger
     from .reactor import Reactor
 
-FORWARDED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
+# Never forwarded: SIGKILL and SIGSTOP cannot be caught, SIGCHLD is the
+# supervisor's own news, and the synchronous faults come from its own code,
+# where a handler that returns would run the faulting instruction again forever.
+NOT_FORWARDED = frozenset((
+    signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD,
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+))
+# Signals the supervisor's own work can raise on itself: a write to a closed
+# pipe or socket, a file over its size limit, its CPU limit, a terminal
+# touched from the background. They stay blocked, so none of that can stop or
+# kill it, and are collected with sigtimedwait: forwarded only when another
+# process sent them. (Without sigtimedwait, macOS, they are ignored, as before.)
+SELF_RAISED = tuple(
+    number for number in (
+        signal.SIGPIPE, signal.SIGXFSZ, getattr(signal, "SIGXCPU", None),
+        signal.SIGTTIN, signal.SIGTTOU,
+    ) if number is not None
 )
+# Forwarded, then the supervisor stops itself (not as PID 1), as dumb-init
+# does: the shell that stopped the job sees it stopped, and its SIGCONT is
+# forwarded in turn.
+JOB_STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+# Everything else that can be caught, real-time signals included (as tini).
+FORWARDED_SIGNALS = tuple(sorted(
+    int(number) for number in signal.valid_signals()
+    if number not in NOT_FORWARDED and number not in SELF_RAISED
+))
 # Signals after which the child is expected to exit, so the stop grace starts.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Background reads/writes on a terminal would stop PID 1 itself, as in tini.
-IGNORED_SIGNALS = (signal.SIGTTIN, signal.SIGTTOU)
+# How often signals kept blocked are collected when nothing else wakes the loop.
+SELF_RAISED_POLL_S = 1.0
+# si_code of a signal the kernel raised (a terminal, a CPU limit), not a process.
+SI_KERNEL = 0x80
 PR_SET_CHILD_SUBREAPER = 36
 # How long what is left of the child's group gets between SIGTERM and SIGKILL.
 LEFTOVER_GRACE_S = 1.0
 
 
 def signal_name(signum: int) -> str:
+    rtmin = getattr(signal, "SIGRTMIN", None)
+    if rtmin is not None and rtmin < signum < signal.SIGRTMAX:
+        return f"SIGRTMIN+{signum - rtmin}"
     try:
         return signal.Signals(signum).name
     except ValueError:
@@ -65,6 +90,7 @@ class SignalInbox:
         self._on_signal = on_signal
         self._target: Optional[int] = None
         self._group = False
+        self._closed = False
         self._received: collections.deque[list[int | bool]] = collections.deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
@@ -75,8 +101,17 @@ class SignalInbox:
         self._previous: dict[int, object] = {}
         for signum in (*FORWARDED_SIGNALS, signal.SIGCHLD):
             self._previous[signum] = signal.signal(signum, self._handle)
-        for signum in IGNORED_SIGNALS:
+        for signum in SELF_RAISED:
             self._previous[signum] = signal.signal(signum, signal.SIG_IGN)
+        # Blocked, not only ignored: a blocked signal is still queued when
+        # another process sends it, and sigtimedwait says who did. Whatever a
+        # parent left blocked is unblocked: every other signal must come in.
+        self._collecting = hasattr(signal, "sigtimedwait")
+        self._previous_mask = signal.pthread_sigmask(
+            signal.SIG_SETMASK, SELF_RAISED if self._collecting else ()
+        )
+        if self._collecting:
+            reactor.call_every(SELF_RAISED_POLL_S, self._collect_tick)
         reactor.add_reader(self._read_fd, self._drain)
         self._reactor = reactor
 
@@ -86,9 +121,17 @@ class SignalInbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def wakeup_fd(self) -> int:
+        """Readable when a signal came (for a loop of its own: ``wait_for_child``)."""
+        return self._read_fd
+
     def arm(self, pid: int, group: bool) -> None:
         """From now on, forward to ``pid`` (or its group) straight from the handler."""
         self._target, self._group = pid, group
+        # os.wait3 imports resource on first use, after it has reaped: without
+        # a free fd that import would fail and the child's status be lost.
+        import resource  # noqa: F401
 
     def reaping(self) -> _Masked:
         """A context in which forwarded signals wait: reap, and disarm if the child is gone."""
@@ -103,9 +146,47 @@ class SignalInbox:
         # queue after this signal, or the loop would reap before it knew of the stop.
         record = [signum, False]
         self._received.append(record)
-        if signum != signal.SIGCHLD and self._target is not None:
-            record[1] = send_signal(self._target, signum, self._group)
+        if signum != signal.SIGCHLD:
+            record[1] = self.forward(signum)
         # The C-level handler already wrote to the wakeup fd: the loop will look.
+
+    def forward(self, signum: int) -> bool:
+        """Forward ``signum`` to the armed child now; False when there is none (yet)."""
+        if self._target is None:
+            return False
+        forwarded = send_signal(self._target, signum, self._group)
+        if forwarded and signum in JOB_STOP_SIGNALS and os.getpid() != 1:
+            # As dumb-init: the child stopped, so does its supervisor, for the
+            # shell's job control; the shell's SIGCONT comes here and is forwarded.
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return forwarded
+
+    def take_received(self) -> list[tuple[int, bool]]:
+        """Without a loop (``wait_for_child``): what came since, taken and cleared."""
+        self._collect()
+        taken = [(int(signum), bool(forwarded)) for signum, forwarded in self._received]
+        self._received.clear()
+        return taken
+
+    def _collect(self) -> None:
+        """Take the blocked signals that wait; keep those another process sent."""
+        if not self._collecting:
+            return
+        own_pid = os.getpid()
+        while True:
+            info = signal.sigtimedwait(SELF_RAISED, 0)
+            if info is None:
+                return
+            if info.si_code <= 0 and info.si_pid != own_pid:
+                self._handle(info.si_signo, None)
+            # Else the kernel raised it (SI_KERNEL) or our own write did (our pid).
+
+    def _collect_tick(self) -> bool:
+        if self._closed:
+            return False
+        self._collect()
+        self._dispatch()
+        return True
 
     def _drain(self) -> None:
         try:
@@ -113,15 +194,25 @@ class SignalInbox:
                 pass
         except BlockingIOError:
             pass
+        self._collect()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
         while self._received:
             signum, forwarded = self._received.popleft()
             self._on_signal(int(signum), bool(forwarded))
 
     def close(self) -> None:
-        """Put back the handlers and the wakeup fd that were there before."""
+        """Put back the handlers, the mask and the wakeup fd that were there before."""
+        if self._closed:
+            return
+        self._closed = True
         self._target = None
+        # Still ignored here: what is pending of them is discarded on unblock.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
         self._reactor.remove_reader(self._read_fd)
         signal.set_wakeup_fd(self._previous_wakeup)
         os.close(self._read_fd)
@@ -169,17 +260,108 @@ def reap_all(watched_pid: int) -> Optional[Reaped]:
             found = Reaped(pid, status, usage.ru_maxrss * scale)
 
 
+def wait_for_child(
+    inbox: SignalInbox, pid: int, copies: Mapping[int, int],
+    keep: Optional[Callable[[bytes], None]] = None,
+) -> tuple[Reaped, list[tuple[int, bool]]]:
+    """The last resort when the loop cannot go on: forward, reap and relay, as tini does.
+
+    The inbox's handlers still forward every signal (it stays armed); this
+    reaps every zombie, copies what the child writes to its pipes (``copies``:
+    our read end -> the fd it goes to, with blocking writes) so that the child
+    never blocks on a full pipe, and returns the child's end and the signals
+    received meanwhile. It wakes on a signal, on output, or every second.
+    """
+    import select
+
+    sources = dict(copies)
+    received: list[tuple[int, bool]] = []
+    poller = select.poll()
+    poller.register(inbox.wakeup_fd, select.POLLIN)
+    for fd in sources:
+        poller.register(fd, select.POLLIN)
+    while True:
+        with inbox.reaping():
+            found = reap_all(pid)
+            if found is not None:
+                inbox.disarm()
+        received += inbox.take_received()
+        del received[:-100]
+        if found is not None:
+            for fd in list(sources):
+                _copy_once(fd, sources, keep)  # what is already in the pipe, not until EOF
+            return found, received
+        for fd, _ in poller.poll(1000):
+            if fd == inbox.wakeup_fd:
+                _read_all(fd)
+            elif fd in sources and not _copy_once(fd, sources, keep):
+                poller.unregister(fd)
+
+
+def _read_all(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+
+
+def _copy_once(fd: int, sources: dict[int, int], keep: Optional[Callable[[bytes], None]]) -> bool:
+    """Move one read from ``fd`` to where it goes; False at its end."""
+    try:
+        data = os.read(fd, 1 << 16)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        data = b""
+    if not data:
+        del sources[fd]
+        return False
+    if keep is not None:
+        keep(data)
+    view = memoryview(data)
+    while view and sources[fd] >= 0:
+        try:
+            view = view[os.write(sources[fd], view):]
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            import select
+
+            select.select([], [sources[fd]], [], 1.0)
+        except OSError:
+            sources[fd] = -1  # nobody reads it any more: keep the child going anyway
+    return True
+
+
 def become_subreaper() -> bool:
     """Adopt orphaned descendants when not PID 1, as ``tini -s`` does."""
     if os.getpid() == 1 or not sys.platform.startswith("linux"):
         return os.getpid() == 1
-    import ctypes
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
 
+
+def prctl(option: int, value: int) -> bool:
+    """``prctl(option, value)`` on Linux; False when it failed or cannot be called.
+
+    Through ``_ctypes`` itself: about 1 ms, where ``import ctypes`` costs 5 to
+    15 (its types and modules). This runs in the parent after the spawn and in
+    the child between fork and exec, where every millisecond delays the app.
+    """
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+        import _ctypes
+
+        call = _ctypes.call_function
+        # NULL: the program itself and the libraries it loaded, libc among them.
+        function = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]
+    except (ImportError, AttributeError, OSError):
+        try:
+            import ctypes
+
+            return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
+        except (OSError, AttributeError):
+            return False
+    return bool(call(function, (option, value, 0, 0, 0)) == 0)
 
 
 def group_is_alive(pgid: int) -> bool:
