@@ -15,6 +15,7 @@ the supervisor reaps every child anyway; end of output is the end of a sample.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -32,6 +33,8 @@ DUMP_TIMEOUT_S = 5.0
 MAX_OUTPUT = 4 << 20
 # A child that has only just exec'd has no interpreter to read yet.
 TRANSIENT_FAILURES = 3
+# A spawn that failed for want of a resource is tried again at the next tick.
+RESOURCE_ERRORS = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
 ALLOW_PTRACE = ("allow ptrace for the container: docker run --cap-add SYS_PTRACE, or "
                 "securityContext.capabilities.add: [SYS_PTRACE] on Kubernetes")
 
@@ -232,7 +235,10 @@ class StackSampler:
         if self.off_reason is not None or self._running is not None:
             return False
         assert self._binary is not None
-        read_fd, write_fd = os.pipe()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            return False  # no fd to spare now (EMFILE): the next tick tries again
         try:
             pid = os.posix_spawn(
                 self._binary,
@@ -251,7 +257,8 @@ class StackSampler:
             )
         except OSError as error:
             os.close(read_fd)
-            self._switch_off(f"cannot run {self._binary}: {error.strerror or error}")
+            if error.errno not in RESOURCE_ERRORS:
+                self._switch_off(f"cannot run {self._binary}: {error.strerror or error}")
             return False
         finally:
             os.close(write_fd)
@@ -299,6 +306,10 @@ class StackSampler:
             sample = parse_dump(output, self._pid, at_s, why)
         except ValueError:
             self._failed(output)
+            return
+        except (ImportError, OSError, TypeError, KeyError):
+            # Output that is not py-spy's, or no fd to import json with: not this time.
+            self._failures += 1
             return
         self.last = sample
         self.samples += 1
