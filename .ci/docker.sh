@@ -17,8 +17,8 @@
 #   .ci/docker.sh [up]   install what is missing, start dockerd, build the base image
 #   .ci/docker.sh start  start dockerd if it does not answer (installs nothing)
 #   .ci/docker.sh base   build the base image if it is not there yet
-#   .ci/docker.sh stop   stop the dockerd started here
-#   .ci/docker.sh env    print DOCKER_HOST=..., DOCKER=... and BASE_IMAGE=...
+#   .ci/docker.sh stop   stop the dockerd started here (on this socket)
+#   .ci/docker.sh env    print DOCKER_HOST, DOCKER (the client), BASE_IMAGE and RUN_DIR
 #
 # Exits non-zero with one line on stderr saying why when a step cannot be done.
 # Steps take a lock, so that runs at the same time on one machine neither

@@ -3,13 +3,15 @@
 `.ci/docker.sh` installs Debian's docker.io and mmdebstrap, starts a dockerd
 of the project's own and builds a Debian base image (no registry is reachable
 here). The module fixture starts that dockerd itself when it does not answer
-(and stops it at the end), builds the project's wheel and its dependencies
-into a wheelhouse, and builds tests/docker/Dockerfile (the isolated recipe of
-Dockerfile.example) FROM the base with no network, once for the module.
+(the last test run using it stops it again), builds the project's wheel and
+its dependencies into a wheelhouse, and builds tests/docker/Dockerfile (the
+Debian recipe of Dockerfile.example) FROM the base with no network, once for
+the module.
 
 The tests are skipped, with the reason, only when dockerd cannot start or the
 base image cannot be built. Containers run with `--network host` and talk to
-127.0.0.1 only, or with `--network none`.
+127.0.0.1 only, or with `--network none`; each test removes its containers,
+and the module its image (the base image stays cached).
 """
 
 from __future__ import annotations
@@ -254,7 +256,10 @@ def test_healthz_answers_while_the_app_imports(docker: Docker, containers: list[
     docker.run("exec", container, "touch", "/tmp/release")
     wait_for(lambda: app_answers(port), timeout=START_TIMEOUT, interval=0.2,
              what="the app to answer once its import ended")
-    assert "ready after" in "\n".join(supervisor_lines(docker.logs(container).encode()))
+    # docker's log driver copies the container's output a little later.
+    wait_for(lambda: any("ready after" in line
+                         for line in supervisor_lines(docker.logs(container).encode())),
+             timeout=30, interval=0.2, what="the supervisor's ready line in docker logs")
 
 
 def test_docker_stop_is_a_clean_stop_inside_its_grace(docker: Docker,
