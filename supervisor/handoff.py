@@ -263,18 +263,19 @@ class _Notes:
             asked.append(f"--port {self.port}")
         if self.env_port is not None and self.env_port != self.port:
             asked.append(f"PORT={self.env_port}")
-        return f"; {' and '.join(asked)} not served" if asked else ""
+        return f"nothing answers on {' or '.join(asked)} until the app binds it" if asked else ""
 
     def not_served(self, why: str) -> None:
         unserved = self._unserved()
         if unserved:
-            self._add(WARNING, f"{why}{unserved}: the app must bind it itself")
+            self._add(WARNING, f"{why}: {unserved}")
 
     def no_socket(self, why: str) -> None:
+        unserved = self._unserved()
         self._add(WARNING, (
             f"no stub and no hand-off for {self.what}: it binds its own address and the "
             f"supervisor cannot answer that bind here ({why}); readiness is not tracked"
-            f"{self._unserved()}. For the stub, {self.server.hint}"
+            f"{', and ' + unserved if unserved else ''}. For the stub, {self.server.hint}"
         ))
 
     def served_elsewhere(self, served: object, command_port: Optional[int]) -> None:

@@ -220,6 +220,7 @@ class Supervisor:
         from .bindtrap import Pending, refusal
 
         pending = Pending()
+        environment = dict(self.child_env)  # as it was before the spawn added to it
         spawned = self._spawn((*before_exec, pending.install_in_child))
         why = refusal(spawned.message) if isinstance(spawned, ExecFailure) else None
         if why is None:
@@ -236,6 +237,7 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        self.child_env = environment
         return self._spawn(before_exec)
 
     def _answer_binds(self, notify_fd: int) -> None:

@@ -415,7 +415,7 @@ def test_a_command_that_cannot_get_a_socket_says_so_and_how_to_get_the_stub() ->
     assert level == "warning"
     assert line.startswith("no stub and no hand-off for `granian`: it binds its own address")
     assert "(Linux 5.4.0 is older than 5.9)" in line
-    assert "--port 9000 and PORT=8080 not served" in line
+    assert "tracked, and nothing answers on --port 9000 or PORT=8080 until the app binds" in line
     assert line.endswith("For the stub, granian takes no socket: --handoff port "
                          "--health-port N (the stub on a port of its own)")
     script = plan(["python", "main.py"], unavailable="not Linux")
@@ -427,8 +427,8 @@ def test_a_command_that_cannot_get_a_socket_says_so_and_how_to_get_the_stub() ->
 def test_an_explicit_port_that_is_not_served_gets_a_line() -> None:
     none = plan(["python", "worker.py"], {"PORT": "8080"}, port=9000, requested="none")
     assert lines(none, "warning") == [
-        "with --handoff none the supervisor binds no address; --port 9000 and PORT=8080 not "
-        "served: the app must bind it itself"]
+        "with --handoff none the supervisor binds no address: nothing answers on --port 9000 "
+        "or PORT=8080 until the app binds it"]
     assert plan(["python", "worker.py"], requested="none").notices == ()
     # $PORT names one port, the command another: the command's is served, and said.
     mismatch = plan(["uvicorn", "a:app", "--port", "8000"], {"PORT": "8080"})
