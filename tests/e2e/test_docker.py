@@ -91,7 +91,7 @@ def script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 
 def last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
+    return lines[-1].removeprefix("docker.sh: ") if lines else "(no output)"
 
 
 def daemon_settings() -> dict[str, str]:
