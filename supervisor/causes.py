@@ -15,7 +15,14 @@ from typing import Optional
 from .child import ExecFailure, ExitStatus
 from .faultdump import FaulthandlerDump, find_faulthandler_dump
 from .pid1 import signal_name
-from .tracebacks import Frame, ParsedTraceback, find_fatal_traceback
+from .tracebacks import (
+    Frame,
+    ParsedTraceback,
+    find_fatal_traceback,
+    find_tracebacks,
+    is_server_halt,
+    split_lines,
+)
 
 
 class Cause(enum.Enum):
@@ -184,8 +191,13 @@ def _text_after(tail: str, parsed: ParsedTraceback) -> str:
 
 
 def _ended_the_run(tail: str, parsed: ParsedTraceback) -> bool:
-    after = _text_after(tail, parsed)
-    return not _ADDRESS_IN_USE.search(after) and _significant_lines(after) <= TRAILING_LINES
+    """Few lines after it: shutdown lines, and a server's own halt (gunicorn's arbiter)."""
+    after = split_lines(_text_after(tail, parsed))
+    for found in find_tracebacks(after):
+        if is_server_halt(found.traceback):
+            after[found.start : found.end] = [""] * (found.end - found.start)
+    text = "\n".join(after)
+    return not _ADDRESS_IN_USE.search(text) and _significant_lines(text) <= TRAILING_LINES
 
 
 def _significant_lines(text: str) -> int:

@@ -72,7 +72,8 @@ class StartupCrashWatch:
         if len(self._lines) > MAX_PENDING_LINES:
             del self._lines[: len(self._lines) - MAX_PENDING_LINES]
         now = self._reactor.clock()
-        if self._marked_at is None and any(marker in text for marker in _MARKERS):
+        if self._marked_at is None and any(marker in line for line in complete
+                                           for marker in _MARKERS):
             self._marked_at = now
         if self._marked_at is not None:
             # Read once the stream is quiet, and at the latest MAX_WAIT_S after the mark.

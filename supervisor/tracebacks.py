@@ -18,7 +18,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 from .tbvalues import Frame, ParsedException, ParsedTraceback
 
 __all__ = ["CHAIN_MARKERS", "FATAL_PREFIX", "Found", "Frame", "ParsedException",
-           "ParsedTraceback", "find_fatal_traceback", "find_tracebacks", "split_lines"]
+           "ParsedTraceback", "find_fatal_traceback", "find_tracebacks", "is_server_halt",
+           "split_lines"]
 
 # CPython stops printing nested groups at depth 10; deeper input is not its output.
 MAX_GROUP_DEPTH = 12
@@ -76,11 +77,16 @@ def find_fatal_traceback(text: str) -> Optional[ParsedTraceback]:
     for found in find_tracebacks(split_lines(text)):
         if found.handled:
             continue
-        if found.traceback.exception.type.rpartition(".")[2] in _SERVER_HALTS:
+        if is_server_halt(found.traceback):
             halt = found.traceback
         else:
             fatal = found.traceback
     return fatal or halt
+
+
+def is_server_halt(traceback: ParsedTraceback) -> bool:
+    """A server stopping itself after a worker failed (the app's exception came before)."""
+    return traceback.exception.type.rpartition(".")[2] in _SERVER_HALTS
 
 
 class Found(NamedTuple):

@@ -61,7 +61,7 @@ SAMPLES: dict[str, tuple[list[str], dict[str, str], float]] = {
     "gunicorn_sync": (["gunicorn", "wsgi:app", "-b", "127.0.0.1:18003"], {}, 30),
     "hypercorn_exits_0": (["hypercorn", "app:app", "-b", "127.0.0.1:18004"], {}, 30),
     "uvicorn_workers_crash_loop": (["uvicorn", "app:app", "--workers", "2", "--port", "18005"],
-                                   {}, 4),
+                                   {}, 12),
     "uvicorn_reload": (["uvicorn", "app:app", "--reload", "--port", "18006"], {}, 4),
     "granian_workers": (["granian", "--interface", "asgi", "--workers", "2", "--port", "18007",
                          "app:app"], {}, 30),
