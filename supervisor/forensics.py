@@ -140,6 +140,11 @@ class Forensics:
             if self.sampler.off_reason is not None:
                 startup["stack_sampling"] = f"off: {self.sampler.off_reason}"
         sample = self.sampler.last if self.sampler is not None else None
+        if sample is not None and (not crashed or (
+                ready_after_s is not None and sample.at_s < ready_after_s)):
+            # A clean stop needs no stack; a sample from before readiness says
+            # nothing about a death after it.
+            sample = None
         last_stack = sample.as_json(ended_s) if sample is not None else None
         where = where_from_sample(sample, ended_s, killed) if sample is not None else None
         lines: list[str] = []

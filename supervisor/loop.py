@@ -375,8 +375,13 @@ class Supervisor:
             self._watch_readiness()
             self._watch_startup_crashes()
         if self.forensics is not None and self.pid is not None:
+            # Starting: not ready yet, or readiness is not tracked (no hand-off) and
+            # the startup timeout has not passed.
             self.forensics.start_sampling(
-                self.pid, lambda: self.phase is Phase.STARTING and self.reaped is None,
+                self.pid,
+                lambda: (self.reaped is None and self.ready_after_s is None
+                         and self.phase is not Phase.STOPPING
+                         and self._uptime() < self.config.startup_timeout_s),
                 self.environ.get("PATH"),
             )
 
