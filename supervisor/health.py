@@ -20,7 +20,19 @@ import errno
 import os
 
 from supervisor import http_wire as wire
-from supervisor.stub_connection import CLOSED, HELD, RETRY_AFTER_S, Connection, ConnState
+from supervisor.stub_connection import (
+    CLOSED,
+    CLOSING,
+    HELD,
+    LINGER,
+    OPEN,
+    PUMP,
+    READING,
+    RETRY_AFTER_S,
+    SERVED,
+    Connection,
+    ConnState,
+)
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
@@ -34,6 +46,16 @@ MAX_STUB_BODY_BYTES = 64 * 1024
 # Bytes of one held request kept for the app; past this the client is simply
 # not read (TCP back-pressure), so nothing is lost and memory stays bounded.
 MAX_HELD_BYTES = 1024 * 1024
+# Bytes held for the app across all connections. Anyone can reach the stub
+# while the app starts, and what it holds counts against the container's memory
+# limit: 128 held requests of 1 MiB once took the supervisor to 150 MiB. 8 MiB
+# is half the supervisor's own footprint and still holds eight 1 MiB uploads, or
+# thousands of ordinary requests; past it, early requests get 503 and Retry-After.
+MAX_HELD_TOTAL_BYTES = 8 * 1024 * 1024
+# At the connection cap, a connection that has sent nothing yet may be dropped to
+# make room only after this long: a client's request comes right behind its
+# connection, and a burst of honest clients must not push each other out.
+MIN_IDLE_BEFORE_DROP_S = 1.0
 # Connections accepted per readable event: fairness with the rest of the loop.
 ACCEPT_BATCH = 64
 # After EMFILE/ENFILE the listener is left alone this long instead of spinning.
@@ -54,11 +76,14 @@ class StubPhase(enum.Enum):
 class HealthStub:
     """Answers on the public socket while the app cannot, and hands early requests to it.
 
-    Past ``max_connections`` open connections the stub stops accepting until one
-    closes (rather than accepting and closing at once): the waiting clients sit
-    in the kernel's backlog and are answered a moment later, where a closed
-    connection would be a failed health check. Idle and slow clients are cut
-    off after ``idle_timeout_s``, which bounds that wait.
+    At ``max_connections`` open connections, a new one takes the place of the
+    oldest that is not doing anything useful (an answered one still draining,
+    then an idle or incomplete one, then one not reading its answer), so that a
+    health check is always answered however many slow clients there are. Held
+    requests and connections that belong to the app are never dropped: when
+    they fill every slot, new clients wait in the kernel's backlog.
+    Early requests are held up to ``max_held`` of them and ``max_held_bytes``
+    in all; past either, they get 503 with Retry-After at once.
     """
 
     def __init__(
@@ -72,6 +97,7 @@ class HealthStub:
         hold_early_requests: bool = True,
         max_connections: int = 512,
         max_held: int = 128,
+        max_held_bytes: int = MAX_HELD_TOTAL_BYTES,
         hold_timeout_s: float = 30.0,
         idle_timeout_s: float = 10.0,
         log: Callable[[str], None] = lambda s: None,
@@ -86,6 +112,9 @@ class HealthStub:
         self._hold = hold_early_requests
         self._max_connections = max(1, max_connections)
         self._max_held = max(0, max_held)
+        self._max_held_bytes = max_held_bytes
+        self._held_bytes = 0  # the quotas of the held connections
+        self._warned: set[str] = set()  # a warning under attack is said once, not per client
         self._hold_timeout_s = hold_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.log = log
@@ -100,6 +129,7 @@ class HealthStub:
         self._started = False
         self._paused = False
         self._backoff: Optional[Timer] = None
+        self._recheck: Optional[Timer] = None  # at the cap: when an idle one may be dropped
 
     # -- the loop's interface ----------------------------------------------
     @property
@@ -129,8 +159,9 @@ class HealthStub:
         self._app_address = app_address
         self._update_accepting()
         self._release_held(Connection.start_pump)
-        for conn in list(self._by_state[ConnState.OPEN].values()):
-            conn.guard(Connection.flush)
+        for state in SERVED:
+            for conn in list(self._by_state[state].values()):
+                conn.guard(Connection.flush)
 
     def pause_accepting(self, paused: bool) -> None:
         """Leave new connections to whoever else accepts on the socket, for a moment.
@@ -152,7 +183,7 @@ class HealthStub:
         self._cause = cause
         self._update_accepting()
         self._release_held(self._refuse_held)
-        for conn in list(self._by_state[ConnState.PUMP].values()):
+        for conn in list(self._by_state[PUMP].values()):
             if conn.pump is not None and conn.pump.app is None:
                 conn.guard(Connection.reopen)
 
@@ -160,9 +191,10 @@ class HealthStub:
         """Close every connection; the listener stays open (the loop owns it)."""
         self._started = False
         self._update_accepting()
-        if self._backoff is not None:
-            self._backoff.cancel()
-            self._backoff = None
+        for timer in (self._backoff, self._recheck):
+            if timer is not None:
+                timer.cancel()
+        self._backoff = self._recheck = None
         for connections in self._by_state.values():
             for conn in list(connections.values()):
                 conn.close()
@@ -174,23 +206,35 @@ class HealthStub:
         return self._app_address if self._phase is StubPhase.READY else None
 
     def moved(self, conn: Connection, old: ConnState) -> None:
-        """Keep the index by state; a closed connection frees a slot."""
+        """Keep the index by state and the held bytes; a closed connection frees a slot."""
         del self._by_state[old][conn.fd]
+        if old is HELD:
+            self._held_bytes -= conn.quota
+        if conn.state is HELD:
+            self._held_bytes += conn.quota
         if conn.state is CLOSED:
             self._count -= 1
-            self._update_accepting()
         else:
             self._by_state[conn.state][conn.fd] = conn
+        # A free slot, or a connection that may now be dropped for a new one.
+        self._update_accepting()
 
     def answer(self, conn: Connection, request: wire.Request) -> None:
         """Answer, hold or refuse one request whose head starts ``conn.inbuf``."""
         own_path = request.path in (self._health_path, self._ready_path)
         if not own_path and self._phase is StubPhase.STARTING and self._hold:
-            if len(self._by_state[HELD]) < self._max_held:
+            # What this request may keep: its head and body, or the most for one
+            # request when its length is not known (chunked).
+            wanted = request.head_bytes + request.content_length
+            quota = MAX_HELD_BYTES if request.chunked else min(MAX_HELD_BYTES, wanted)
+            if (len(self._by_state[HELD]) < self._max_held
+                    and self._held_bytes + quota <= self._max_held_bytes):
                 # The head stays in the buffer: the app gets the very bytes sent.
-                conn.hold(self._hold_timeout_s, self._on_hold_timeout, MAX_HELD_BYTES)
+                conn.hold(self._hold_timeout_s, self._on_hold_timeout, quota)
                 return
-            self.log("health stub: too many early requests held; answered 503")
+            self._warn_once("held", f"health stub: {self._max_held} early requests or "
+                            f"{self._max_held_bytes >> 20} MiB held for the app; "
+                            "answering 503 to more")
         del conn.inbuf[: request.head_bytes]
         # A chunked body is not decoded, nor a large one read: answer, then drain
         # it while closing.
@@ -228,6 +272,11 @@ class HealthStub:
     def _refuse_held(self, conn: Connection) -> None:
         conn.finish(wire.response(503, self._unavailable(), retry_after_s=RETRY_AFTER_S))
 
+    def _warn_once(self, what: str, text: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            self.log(text)
+
     def _status_for(self, path: str) -> tuple[int, dict[str, str]]:
         if self._phase is StubPhase.ENDED:
             return 503, {"status": "down", "cause": self._cause}
@@ -244,13 +293,20 @@ class HealthStub:
 
     # -- accepting ------------------------------------------------------------
     def _update_accepting(self) -> None:
+        room = self._count < self._max_connections or self._victim() is not None
         want = (
             self._started
             and not self._paused
             and self._phase is not StubPhase.READY
-            and self._count < self._max_connections
+            and room
             and self._backoff is None
         )
+        if self._started and not room and self._recheck is None and self._by_state[OPEN]:
+            # Full of connections too young to drop: look again when the oldest is not.
+            oldest = next(iter(self._by_state[OPEN].values()))
+            self._recheck = self._reactor.call_at(
+                oldest.since + MIN_IDLE_BEFORE_DROP_S, self._end_recheck
+            )
         if want and not self._accepting:
             self._reactor.add_reader(self._listener_fd, self._on_accept)
         elif not want and self._accepting:
@@ -268,7 +324,7 @@ class HealthStub:
                 self._on_app_accepts()
                 return
         for _ in range(ACCEPT_BATCH):
-            if self._count >= self._max_connections:
+            if self._count >= self._max_connections and self._victim() is None:
                 break
             try:
                 client, _ = self._listener.accept()
@@ -285,12 +341,42 @@ class HealthStub:
             except OSError:
                 client.close()
                 continue
+            if self._count >= self._max_connections:
+                self._make_room()
             conn = Connection(self, self._reactor, client)
             self._by_state[conn.state][conn.fd] = conn
             self._count += 1
             conn.start()
         self._update_accepting()
 
+    def _victim(self) -> Optional[Connection]:
+        """The connection to drop for a new one: the oldest in the least useful state.
+
+        First one already answered and draining, then one whose request has
+        not all come (slowloris), then one not reading its answer, then one
+        that has sent nothing for a while. Held requests and connections that
+        belong to the app are never dropped.
+        """
+        for state in (LINGER, READING, CLOSING):
+            for conn in self._by_state[state].values():
+                return conn
+        for conn in self._by_state[OPEN].values():
+            if self._reactor.clock() - conn.since >= MIN_IDLE_BEFORE_DROP_S:
+                return conn
+            break
+        return None
+
+    def _make_room(self) -> None:
+        victim = self._victim()
+        if victim is not None:
+            self._warn_once("cap", f"health stub: {self._max_connections} connections open; "
+                            "dropping the oldest idle or incomplete ones to make room")
+            victim.close()
+
     def _end_backoff(self) -> None:
         self._backoff = None
+        self._update_accepting()
+
+    def _end_recheck(self) -> None:
+        self._recheck = None
         self._update_accepting()

@@ -45,6 +45,11 @@ LINGER_S = 2.0
 LINGER_BYTES = 256 * 1024
 # Retry-After on the stub's 502 and 503 answers: the app may be there in a second.
 RETRY_AFTER_S = 1
+# Seconds for a request to arrive whole once its first byte has (its head, and the
+# small body the stub skips), whatever the idle timeout: a health checker sends
+# its few hundred bytes at once, and a slowloris client then holds a connection
+# 2 s instead of 10. Platforms' own timeouts start at 1-2 s, so 2 s refuses no one.
+HEAD_TIMEOUT_S = 2.0
 
 _AGAIN = (BlockingIOError, InterruptedError)
 
@@ -52,7 +57,8 @@ _AGAIN = (BlockingIOError, InterruptedError)
 class ConnState(enum.Enum):
     """What one client connection is doing."""
 
-    OPEN = "open"  # reading requests and answering them
+    OPEN = "open"  # waiting for a request (just accepted, or kept alive after an answer)
+    READING = "reading"  # a request has begun and not all of it has come
     HELD = "held"  # an early request waits for the app; its bytes are kept
     CLOSING = "closing"  # the last answer is being written
     LINGER = "linger"  # write side shut; input drained until EOF or the deadline
@@ -60,11 +66,16 @@ class ConnState(enum.Enum):
     CLOSED = "closed"  # its sockets are closed
 
 
-OPEN, HELD, CLOSING, LINGER, PUMP, CLOSED = ConnState
+OPEN, READING, HELD, CLOSING, LINGER, PUMP, CLOSED = ConnState
+# The states in which the stub reads requests and answers them itself.
+SERVED = (OPEN, READING)
 
 # Every move a connection may make; ``Connection.move`` refuses any other.
 TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
-    OPEN: frozenset({HELD, CLOSING, PUMP, CLOSED}),
+    # A request that comes whole in one read is answered from OPEN, without a move.
+    OPEN: frozenset({READING, HELD, CLOSING, PUMP, CLOSED}),
+    # OPEN again once answered; PUMP: the app became ready meanwhile and gets it.
+    READING: frozenset({OPEN, HELD, CLOSING, PUMP, CLOSED}),
     # To the app once it is ready; refused (503) when it is not ready in time.
     HELD: frozenset({PUMP, CLOSING, CLOSED}),
     CLOSING: frozenset({LINGER, CLOSED}),
@@ -84,8 +95,8 @@ class Connection:
     """One accepted client socket: the stub's requests and answers, then the app's pump."""
 
     __slots__ = ("action", "client", "client_eof", "deadline", "discard", "due", "fd", "inbuf",
-                 "lingered", "outbuf", "pump", "quota", "reactor", "reading", "server", "state",
-                 "writing")
+                 "lingered", "outbuf", "pump", "quota", "reactor", "reading", "server", "since",
+                 "state", "writing")
 
     def __init__(self, server: Server, reactor: Reactor, client: socket.socket) -> None:
         self.server = server
@@ -93,6 +104,7 @@ class Connection:
         self.client = client
         self.fd = client.fileno()
         self.state = OPEN
+        self.since = reactor.clock()  # when it entered its state
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.discard = 0  # body bytes of the current request still to be skipped
@@ -114,6 +126,7 @@ class Connection:
         if new not in TRANSITIONS[old]:
             raise StateError(f"a {old.value} connection cannot become {new.value}")
         self.state = new
+        self.since = self.reactor.clock()
         self.server.moved(self, old)
 
     def guard(self, step: Step) -> None:
@@ -172,9 +185,14 @@ class Connection:
 
     # -- what the server asks of it -------------------------------------------------------
     def start(self) -> None:
-        """Just accepted: read requests, and close if none comes in time."""
-        self.arm(self.server.idle_timeout_s, Connection.on_idle)
-        self.sync()
+        """Just accepted: read requests, and close if none comes in time.
+
+        The first read is tried at once: a health check's request is usually
+        there already, and is answered before any other connection is accepted.
+        """
+        self.guard(Connection._on_readable)
+        if self.state is OPEN and self.action is None:
+            self.arm(self.server.idle_timeout_s, Connection.on_idle)
 
     def hold(self, timeout_s: float, on_timeout: Step, quota: int) -> None:
         """Keep this early request (its head starts ``inbuf``) for the app."""
@@ -190,6 +208,8 @@ class Connection:
         self.discard = skip
         self.outbuf += data
         # A request was answered: the next one gets a fresh idle deadline.
+        if self.state is READING:
+            self.move(OPEN)
         self.arm(self.server.idle_timeout_s, Connection.on_idle)
 
     def finish(self, data: bytes) -> None:
@@ -229,7 +249,7 @@ class Connection:
 
     # -- reading requests and writing answers ------------------------------------------
     def on_idle(self) -> None:
-        if self.state is OPEN and (self.inbuf or self.discard) and not self.outbuf:
+        if self.state is READING and not self.outbuf:
             # A request started and never finished (slowloris): say so, then close.
             self.finish(wire.response(408, {"status": "timeout"}))
         else:
@@ -254,11 +274,11 @@ class Connection:
         elif not data:
             self.client_eof = True
             # A held client that half-closed still wants its answer from the app.
-            if state is OPEN and not self.outbuf:
+            if state in SERVED and not self.outbuf:
                 self.close()
         else:
             self.inbuf += data
-            if state is OPEN:
+            if state in SERVED:
                 self.flush()
 
     def _on_writable(self) -> None:
@@ -275,7 +295,7 @@ class Connection:
             if self.state is CLOSING:
                 self._linger()
                 return
-            if self.state is not OPEN:
+            if self.state not in SERVED:
                 return
             if self.client_eof:
                 self.close()
@@ -286,12 +306,13 @@ class Connection:
 
     def _process(self) -> None:
         """Answer the complete requests in the input buffer, in order (no sending)."""
-        while self.state is OPEN and len(self.outbuf) < MAX_PENDING_OUTPUT:
+        while self.state in SERVED and len(self.outbuf) < MAX_PENDING_OUTPUT:
             if self.discard:
                 skipped = min(self.discard, len(self.inbuf))
                 del self.inbuf[:skipped]
                 self.discard -= skipped
                 if self.discard:
+                    self._await_rest()
                     return
             if self.server.app_address is not None:
                 # Whatever comes next on this connection is the app's to answer.
@@ -303,11 +324,18 @@ class Connection:
                 return
             parsed = wire.read_request(self.inbuf)
             if parsed is None:
+                self._await_rest()
                 return
             if isinstance(parsed, wire.Reject):
                 self.finish(wire.response(parsed.status, {"status": "rejected"}))
                 return
             self.server.answer(self, parsed)
+
+    def _await_rest(self) -> None:
+        """A request has begun and not ended: it gets HEAD_TIMEOUT_S in all to arrive."""
+        if self.state is OPEN:
+            self.move(READING)
+            self.arm(min(HEAD_TIMEOUT_S, self.server.idle_timeout_s), Connection.on_idle)
 
     def _linger(self) -> None:
         # Closing with unread input makes the kernel send RST, which can destroy

@@ -25,6 +25,7 @@ from supervisor.health import HealthStub, StubPhase
 from supervisor.listener import bind_listener, loopback_address
 from supervisor.reactor import Reactor
 from supervisor.readiness import descendants, socket_in_epoll
+from supervisor.stub_connection import CLOSED, TRANSITIONS, Connection, ConnState, StateError
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
@@ -416,6 +417,59 @@ def test_listener_options() -> None:
         assert loopback_address(wildcard)[0] == "127.0.0.1"
 
 
+# -- a connection's states ------------------------------------------------------------
+def test_every_state_can_close_and_a_closed_connection_stays_closed() -> None:
+    for state, allowed in TRANSITIONS.items():
+        assert (CLOSED in allowed) is (state is not CLOSED), state
+    assert TRANSITIONS[CLOSED] == frozenset()
+    reached, frontier = {ConnState.OPEN}, [ConnState.OPEN]
+    while frontier:
+        for state in TRANSITIONS[frontier.pop()] - reached:
+            reached.add(state)
+            frontier.append(state)
+    assert reached == set(ConnState), "a state no connection can reach"
+
+
+class _Server:
+    """The least a connection needs from its stub, recording what it is told."""
+
+    idle_timeout_s = 10.0
+    app_address = None
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[ConnState, ConnState]] = []
+        self.logs: list[str] = []
+
+    def answer(self, conn: Connection, request: Any) -> None:
+        conn.respond(b"", close=True, skip=0)
+
+    def moved(self, conn: Connection, old: ConnState) -> None:
+        self.moves.append((old, conn.state))
+
+    def log(self, text: str) -> None:
+        self.logs.append(text)
+
+
+def test_a_move_the_table_refuses_costs_only_that_connection() -> None:
+    reactor = Reactor()
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        server = _Server()
+        conn = Connection(server, reactor, ours)
+        with pytest.raises(StateError):
+            conn.move(ConnState.LINGER)  # an open connection has sent no answer yet
+        conn.guard(lambda c: c.move(ConnState.LINGER))
+        assert conn.state is CLOSED and ours.fileno() == -1
+        assert server.moves == [(ConnState.OPEN, CLOSED)]
+        assert "StateError" in server.logs[0]
+        assert theirs.recv(10) == b""  # the client sees a close, and that is all
+    finally:
+        ours.close()
+        theirs.close()
+        reactor.close()
+
+
 # -- bad input at volume ----------------------------------------------------------------
 _VALID = [
     b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -557,23 +611,21 @@ def test_two_thousand_connections_at_once(make_stub: Callable[..., Stub]) -> Non
     sockets: dict[int, socket.socket] = {}
     try:
         for index in range(count):
-            sock = socket.socket()
+            # Each client sends its request as soon as it is connected, as health
+            # checkers do. (At the cap, one that stays silent for a while may be
+            # dropped to make room: test_at_the_cap_a_silent_connection_makes_room.)
+            sock = socket.create_connection(("127.0.0.1", stub.port), timeout=10)
+            sock.sendall(request_bytes)
             sock.setblocking(False)
-            sock.connect_ex(("127.0.0.1", stub.port))
             sockets[index] = sock
             answers[index] = b""
-            selector.register(sock, selectors.EVENT_WRITE, index)
+            selector.register(sock, selectors.EVENT_READ, index)
         open_count = count
         deadline = time.monotonic() + 60
         while open_count and time.monotonic() < deadline:
             for key, _ in selector.select(0.5):
                 index = key.data
                 sock = sockets[index]
-                if key.events == selectors.EVENT_WRITE:
-                    with contextlib.suppress(OSError):
-                        sock.send(request_bytes)
-                    selector.modify(sock, selectors.EVENT_READ, index)
-                    continue
                 try:
                     chunk = sock.recv(4096)
                 except BlockingIOError:
@@ -598,17 +650,68 @@ def test_two_thousand_connections_at_once(make_stub: Callable[..., Stub]) -> Non
             sock.close()
 
 
-def test_connection_cap_makes_clients_wait_not_fail(make_stub: Callable[..., Stub]) -> None:
-    stub = make_stub(max_connections=2, idle_timeout_s=0.5)
-    idle = [stub.connect(), stub.connect()]
+def closed_by_the_stub(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """True when the stub closes ``sock`` (EOF, or a reset) within ``timeout``."""
     try:
+        read_until_closed(sock, time.monotonic() + timeout)
+    except AssertionError:
+        return False
+    return True
+
+
+def test_at_the_cap_an_incomplete_head_makes_room_for_a_health_check(
+    make_stub: Callable[..., Stub],
+) -> None:
+    stub = make_stub(max_connections=2, idle_timeout_s=60)
+    slow = [stub.connect(), stub.connect()]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
         assert wait_for(lambda: stub.stub.connection_count == 2, 5)
-        # Waits in the backlog until an idle connection is cut, then is answered.
         assert get(stub, "/healthz").status == 200
-        assert read_until_closed(idle[0], time.monotonic() + 5) == b""
+        assert closed_by_the_stub(slow[0])  # the oldest made room
+        slow[1].sendall(b"a\r\n\r\n")  # the other one is still served
+        assert read_response(slow[1], bytearray()).status == 200
     finally:
-        for sock in idle:
+        for sock in slow:
             sock.close()
+
+
+def test_at_the_cap_a_silent_connection_makes_room(make_stub: Callable[..., Stub]) -> None:
+    stub = make_stub(max_connections=1, idle_timeout_s=60)
+    with stub.connect() as silent:
+        assert wait_for(lambda: stub.stub.connection_count == 1, 5)
+        # Once it has sent nothing for a while (MIN_IDLE_BEFORE_DROP_S).
+        assert get(stub, "/healthz", timeout=10).status == 200
+        assert closed_by_the_stub(silent)
+
+
+def test_at_the_cap_held_requests_are_never_dropped(make_stub: Callable[..., Stub]) -> None:
+    stub = make_stub(max_connections=1, hold_timeout_s=1.0, idle_timeout_s=60)
+    with stub.connect() as held:
+        held.sendall(b"GET /early HTTP/1.1\r\n\r\n")
+        assert wait_for(lambda: stub.stub.held_count == 1, 5)
+        # The health check waits in the backlog until the hold ends, then is answered.
+        assert get(stub, "/healthz", timeout=10).status == 200
+        response = read_response(held, bytearray())
+        assert response.status == 503 and response.headers["retry-after"] == "1"
+
+
+def test_a_head_that_never_ends_is_cut_before_the_idle_timeout(
+    make_stub: Callable[..., Stub],
+) -> None:
+    stub = make_stub(idle_timeout_s=60)
+    with stub.connect() as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        answer = b""
+        deadline = time.monotonic() + 15  # well inside the 60 s idle timeout
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline and not answer:
+                slow.sendall(b"X")  # bytes keep coming, the head never ends
+                slow.settimeout(0.1)
+                with contextlib.suppress(socket.timeout):
+                    answer = slow.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
 
 
 # -- early requests ---------------------------------------------------------------------
@@ -633,6 +736,28 @@ def test_early_requests_beyond_max_held_get_503_at_once(make_stub: Callable[...,
         response = get(stub, "/second")
         assert response.status == 503 and "retry-after" in response.headers
         assert stub.stub.held_count == 1  # answered while the first is still held
+
+
+def test_held_bytes_are_capped_across_connections(make_stub: Callable[..., Stub]) -> None:
+    # Room for two 1 MiB requests and a few small ones.
+    stub = make_stub(max_held_bytes=2 * 1024 * 1024 + 4096, hold_timeout_s=30)
+    upload = b"POST /upload HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n"
+    held = [stub.connect(), stub.connect()]
+    try:
+        for sock in held:
+            sock.sendall(upload)
+        assert wait_for(lambda: stub.stub.held_count == 2, 5)
+        response = request(stub, upload)
+        assert response.status == 503 and response.headers["retry-after"] == "1"
+        assert stub.stub.held_count == 2
+        # The cap is in bytes: a small request still fits.
+        small = stub.connect()
+        held.append(small)
+        small.sendall(b"GET /early HTTP/1.1\r\n\r\n")
+        assert wait_for(lambda: stub.stub.held_count == 3, 5)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_early_requests_rejected_at_once_when_holding_is_off(
