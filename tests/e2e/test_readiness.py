@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import pytest
 
 from supervisor import procfs
-from supervisor.health import bind_listener
+from supervisor.listener import bind_listener
 from supervisor.readiness import descendants, proc_readiness_supported, socket_in_epoll
 from tests.conftest import wait_for
 
