@@ -64,7 +64,8 @@ class Notifier:
         dsn, timeout = self.dsn, self._timeout_s
 
         def send() -> None:
-            from .sentry import build_warning_event, deliver
+            from .sentry_delivery import deliver
+            from .sentry_event import build_warning_event
 
             event = build_warning_event(message, memory, release=self._release,
                                         environment=self._environment)
@@ -81,7 +82,8 @@ class Notifier:
         The loop keeps serving the stub and signals while the thread delivers.
         """
         assert self.dsn is not None
-        from .sentry import attachments_for, build_event, deliver, new_event_id
+        from .sentry_delivery import deliver, new_event_id
+        from .sentry_event import attachments_for, build_event
 
         event = build_event(report, release=self._release, environment=self._environment,
                             event_id=new_event_id())
@@ -129,7 +131,7 @@ def send_saved_report(config: Config, log: Logger) -> int:
     if not config.sentry_dsn:
         raise UsageError("--send-report needs --sentry-dsn or SENTRY_DSN")
     from .config import parse_dsn
-    from .sentry import send_saved_report as send
+    from .sentry_delivery import send_saved_report as send
 
     dsn = parse_dsn("SENTRY_DSN", config.sentry_dsn)
     delivery = send(config.send_report, dsn=dsn, timeout_s=config.sentry_timeout_s)

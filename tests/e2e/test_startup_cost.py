@@ -36,6 +36,6 @@ def test_the_path_to_spawn_imports_nothing_heavy() -> None:
 
 
 def test_sentry_sdk_is_not_imported_by_the_sentry_module() -> None:
-    loaded = modules_after("import supervisor.sentry")
+    loaded = modules_after("import supervisor.sentry_event, supervisor.sentry_delivery")
     assert "sentry_sdk" not in loaded
     assert "httpx" not in loaded
