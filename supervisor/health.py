@@ -48,8 +48,8 @@ MAX_STUB_BODY_BYTES = 64 * 1024
 MAX_HELD_BYTES = 1024 * 1024
 # Bytes held for the app across all connections. Anyone can reach the stub
 # while the app starts, and what it holds counts against the container's memory
-# limit: 128 held requests of 1 MiB once took the supervisor to 150 MiB. 8 MiB
-# is half the supervisor's own footprint and still holds eight 1 MiB uploads, or
+# limit: 128 held requests of 1 MiB once took the supervisor to 150 MiB. 8 MiB,
+# half the supervisor's own 16 MiB budget, still holds eight 1 MiB uploads or
 # thousands of ordinary requests; past it, early requests get 503 and Retry-After.
 MAX_HELD_TOTAL_BYTES = 8 * 1024 * 1024
 # At the connection cap, a connection that has sent nothing yet may be dropped to
@@ -77,11 +77,10 @@ class HealthStub:
     """Answers on the public socket while the app cannot, and hands early requests to it.
 
     At ``max_connections`` open connections, a new one takes the place of the
-    oldest that is not doing anything useful (an answered one still draining,
-    then an idle or incomplete one, then one not reading its answer), so that a
-    health check is always answered however many slow clients there are. Held
-    requests and connections that belong to the app are never dropped: when
-    they fill every slot, new clients wait in the kernel's backlog.
+    oldest that is doing nothing useful (see ``_victim``), so that a health
+    check is answered however many slow clients there are. Held requests and
+    connections that belong to the app are never dropped: when they fill every
+    slot, new clients wait in the kernel's backlog.
     Early requests are held up to ``max_held`` of them and ``max_held_bytes``
     in all; past either, they get 503 with Retry-After at once.
     """
