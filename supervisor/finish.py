@@ -10,7 +10,7 @@ Must not know: how the facts were gathered, or how a cause is decided.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .causes import Cause, Outcome, classify
 from .pid1 import signal_name
@@ -24,13 +24,13 @@ if TYPE_CHECKING:
     from .forensics import ForensicFacts, Forensics
     from .health import HealthStub
     from .log import Logger
-    from .memory import TerminationLog
     from .notify import Notifier
     from .output import Sink
-    from .probes import HealthCheckResult
     from .reactor import Reactor
     from .redact import Redactor
+    from .termination_log import TerminationLog
     from .tracebacks import ParsedTraceback
+    from .verdict import HealthCheckResult
 
 # After the child ended, answer what waits in the backlog for at most this long.
 STUB_LINGER_S = 0.2
@@ -52,6 +52,9 @@ class FinishParts:
     listener: Optional[socket.socket] = None
     termination_log: Optional[TerminationLog] = None
     health_check: Optional[HealthCheckResult] = None
+    conditions: Optional[dict[str, Any]] = None  # what the run imposed, said at start
+    child_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
     forensics: Optional[Forensics] = None
     # The loop stopped the child because it kept dying at start-up with this traceback.
     startup_crash: Optional[ParsedTraceback] = None
@@ -65,11 +68,17 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
         parts.stub.take_back(outcome.cause.value)
     found = _forensic_facts(facts, outcome, parts)
     report = redacted(build_report(facts, outcome, parts, found), parts.redact)
+    from .assessment import advice_lines, hypotheses_section
+
+    guesses, guess_lines = hypotheses_section(report.as_json())
+    report = dataclasses.replace(report, extra={**report.extra, "hypotheses": guesses})
     report_error = _write_report(parts.config, report)
     verdict = report.extra.get("health_check", {}).get("verdict")
     parts.log.block(
         human_block(report, parts.config.report_file, verdict, report_error,
-                    startup=found.waterfall if found is not None else ()),
+                    startup=found.waterfall if found is not None else (),
+                    hypotheses=guess_lines if outcome.cause.is_crash else (),
+                    advice=advice_lines(report.extra)),
         level="error" if outcome.cause.is_crash else "info", cause=report.cause,
     )
     if parts.notifier.enabled and outcome.cause.is_crash:
@@ -114,14 +123,12 @@ def build_report(
             where = where or found.where
     if outcome.cause is Cause.OOM_KILLED and memory is not None:
         extra["oom_evidence"] = memory.oom_evidence
-    if parts.health_check is not None and config.health_check is not None:
-        from .probes import verdict_text
+    from .assessment import judged_sections
 
-        check = parts.health_check.as_report()
-        check["verdict"] = verdict_text(
-            config.platform, parts.health_check, config.health_check, where_text(outcome)
-        )
-        extra["health_check"] = check
+    extra.update(judged_sections(
+        facts, outcome, config, where_text(outcome), parts.health_check, parts.conditions,
+        parts.child_env, parts.environ,
+    ))
     if config.memory_limit is not None or config.cpu_limit is not None:
         extra["limits"] = {"memory_bytes": config.memory_limit, "cpus": config.cpu_limit}
     exit = facts.exit

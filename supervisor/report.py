@@ -129,6 +129,7 @@ def where_text(outcome: Outcome) -> Optional[str]:
 def human_block(
     report: Report, report_file: Optional[str], verdict: Optional[str] = None,
     report_error: Optional[str] = None, startup: Sequence[str] = (),
+    hypotheses: Sequence[str] = (), advice: Sequence[str] = (),
 ) -> list[str]:
     """The lines a person reads on stderr; the caller adds the prefix.
 
@@ -178,8 +179,10 @@ def human_block(
         lines.append(f"report:   not written to {report_file}: {report_error}")
     elif report_file:
         lines.append(f"report:   {report_file}")
+    lines += hypotheses
     if verdict:
         lines.append(f"verdict:  {verdict}")
+    lines += advice
     lines.append("=" * 12)
     return lines
 

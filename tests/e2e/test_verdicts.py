@@ -21,7 +21,6 @@ from tests.conftest import PYTHON, Run, free_port, supervisor_lines
 CHILDREN = str(Path(__file__).resolve().parent.parent / "children")
 # They need the report to carry the run's verdict, conditions, environment,
 # hypotheses and advice (finish.build_report); remove this mark once it does.
-pytestmark = pytest.mark.xfail(run=False, reason="the report's issue-11 sections are not wired")
 APP_RUNNER = ("--platform", "apprunner", "--health-check", "http:/healthz")
 
 
