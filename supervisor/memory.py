@@ -21,9 +21,6 @@ from typing import Callable, Optional
 from . import procfs
 from .cgroups import CgroupMemory, CgroupSnapshot
 
-# Moved to termination_log; re-exported until every caller imports it from there.
-from .termination_log import TerminationLog as TerminationLog
-
 MIB = 1024 * 1024
 # The growth rate in a warning is measured over this window: long enough to
 # smooth one allocation, short enough to describe what is happening now.

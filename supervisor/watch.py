@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .log import Logger
-    from .memory import MemoryFacts, MemoryWatcher, TerminationLog
+    from .memory import MemoryFacts, MemoryWatcher
     from .reactor import Reactor
+    from .termination_log import TerminationLog
 
 TERMINATION_STATUS_EVERY_S = 10.0
 
