@@ -67,6 +67,10 @@ def _path(option: str, text: str) -> Value:
     return text
 
 
+def _interval_or_off(option: str, text: str) -> Value:
+    return parse_duration(option, text, allow_zero=True)
+
+
 def _text(option: str, text: str) -> Value:
     if not text.strip():
         raise UsageError.bad_value(option, text, "a non-empty value")
@@ -160,6 +164,15 @@ OPTIONS: tuple[Option, ...] = (
         "--termination-log", "termination_log",
         "Kubernetes' termination message file, kept up to date when it exists and is "
         "writable (default /dev/termination-log)", "PATH", _path,
+    ),
+    Option(
+        "--stack-interval", "stack_interval_s",
+        "how often the child's Python stack is read with py-spy while it starts "
+        "(default 1s; 0 turns it off)", "DURATION", _interval_or_off,
+    ),
+    Option(
+        "--no-import-profile", "no_import_profile",
+        "do not start a Python child with PYTHONPROFILEIMPORTTIME=1",
     ),
     Option(
         "--sentry-dsn", "sentry_dsn",

@@ -63,6 +63,9 @@ class Config:
     memory_interval_s: float = 0.5
     memory_warn: float = 0.9
     termination_log: str = "/dev/termination-log"
+    # Start-up forensics.
+    stack_interval_s: float = 1.0  # 0 switches stack sampling off
+    no_import_profile: bool = False
     # Sentry.
     sentry_dsn: Optional[str] = None
     sentry_timeout_s: float = 5.0

@@ -74,14 +74,17 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
     report = dataclasses.replace(report, extra={**report.extra, "hypotheses": guesses})
     report_error = _write_report(parts.config, report)
     verdict = report.extra.get("health_check", {}).get("verdict")
-    parts.log.block(
-        human_block(report, parts.config.report_file, verdict, report_error,
-                    startup=found.waterfall if found is not None else (),
-                    hypotheses=guess_lines if outcome.cause.is_crash else (),
-                    advice=advice_lines(report.extra)),
-        level="error" if outcome.cause.is_crash else "info", cause=report.cause,
-    )
-    if parts.notifier.enabled and outcome.cause.is_crash:
+    # A one-shot command (a migration, a script) that did its job: nothing to explain.
+    one_shot_done = outcome.cause is Cause.EXITED and facts.handoff == "none"
+    if not one_shot_done:
+        parts.log.block(
+            human_block(report, parts.config.report_file, verdict, report_error,
+                        startup=found.waterfall if found is not None else (),
+                        hypotheses=guess_lines if outcome.cause.is_crash else (),
+                        advice=advice_lines(report.extra)),
+            level="error" if outcome.cause.is_crash else "info", cause=report.cause,
+        )
+    if parts.notifier.enabled and outcome.cause.is_crash and not one_shot_done:
         sent = parts.notifier.send_crash(report.as_json())
         report = dataclasses.replace(
             report, sentry_event_id=sent.get("sentry_event_id"),
