@@ -71,12 +71,17 @@ class Pump:
         if address is None:
             conn.close()  # the app went away before this connection reached it
             return
-        family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
+        unix = len(address) == 1  # (path,) for a unix socket, (host, port) otherwise
+        if unix:
+            family = socket.AF_UNIX
+        else:
+            family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
         app = socket.socket(family, socket.SOCK_STREAM)
         try:
             app.setblocking(False)
-            app.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            code = app.connect_ex(address)
+            if not unix:
+                app.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = app.connect_ex(str(address[0]) if unix else address)
         except OSError:
             code = -1
         if code not in (0, errno.EINPROGRESS, errno.EAGAIN):

@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -802,6 +803,52 @@ def test_held_request_is_answered_by_the_app_after_hand_off(
     finally:
         for sock in (early, posted, keep_alive):
             sock.close()
+
+
+def test_a_held_request_reaches_an_app_on_a_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    listener.setblocking(False)
+    reactor = Reactor()
+    stub = HealthStub(reactor, listener)
+    stub.start()
+    loop = LoopThread(reactor)
+    seen: list[bytes] = []
+
+    def app() -> None:
+        # The app takes the shared socket, as a server given --fd does.
+        with socket.socket(fileno=os.dup(listener.fileno())) as shared:
+            assert wait_for(lambda: bool(select.select([shared], [], [], 0.05)[0]), 10)
+            conn, _ = shared.accept()
+            with conn:
+                conn.setblocking(True)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                seen.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfrom the app")
+
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.settimeout(10)
+        client.connect(path)
+        client.sendall(b"GET /early HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert wait_for(lambda: stub.held_count == 1, 5)
+        server = threading.Thread(target=app, daemon=True)
+        server.start()
+        loop.call(lambda: stub.hand_off((path,)))
+        response = read_response(client, bytearray())
+        assert response.status == 200 and response.body == b"from the app"
+        assert seen == [b"GET /early HTTP/1.1\r\nHost: t\r\n\r\n"]
+        server.join(10)
+    finally:
+        client.close()
+        loop.stop()
+        stub.close()
+        reactor.close()
+        listener.close()
 
 
 def test_sigkilled_child_backlog_is_answered_and_nothing_refused(
