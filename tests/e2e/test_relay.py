@@ -85,8 +85,10 @@ def test_sigterm_is_forwarded_promptly_while_nobody_reads_our_stderr(
     wait_for(stalled, what="the stderr pipe to fill and stay full")
     sent_at = time.monotonic()
     run.signal(signal.SIGTERM)
-    wait_for(note.exists, timeout=2, what="SIGTERM at the child")
-    assert float(note.read_text()) - sent_at < 1.0
+    # Blocked behind the stalled pipe it would never arrive: any bounded time shows
+    # that it went around it (bench/sigterm.py measures how fast).
+    wait_for(note.exists, timeout=30, what="SIGTERM at the child")
+    assert float(note.read_text()) - sent_at < 30
     # Closing our end unblocks the supervisor, which exits with the child's status.
     run.process.stderr.close()
     assert run.process.wait(timeout=10) == 0

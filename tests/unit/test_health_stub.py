@@ -27,6 +27,7 @@ from supervisor.listener import bind_listener, loopback_address
 from supervisor.reactor import Reactor
 from supervisor.readiness import descendants, socket_in_epoll
 from supervisor.stub_connection import CLOSED, TRANSITIONS, Connection, ConnState, StateError
+from tests.conftest import wait_for
 
 CHILDREN = Path(__file__).resolve().parent.parent / "children"
 
@@ -173,15 +174,6 @@ def read_until_closed(sock: socket.socket, deadline: float) -> bytes:
     raise AssertionError(f"not closed in time; got {data[:200]!r}")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, every: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        threading.Event().wait(every)
-    return condition()
-
-
 class Uvicorn:
     """``python -m uvicorn app_slow_start:app --fd N`` on a listener we bound."""
 
@@ -214,7 +206,7 @@ class Uvicorn:
         return socket_in_epoll(descendants(self.process.pid), self.inode)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        assert wait_for(self.ready, timeout), "uvicorn never registered the socket"
+        wait_for(self.ready, timeout=max(timeout, 30), what="uvicorn to register the socket")
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -365,7 +357,7 @@ def test_idle_connection_is_closed(make_stub: Callable[..., Stub]) -> None:
     stub = make_stub(idle_timeout_s=0.3)
     with stub.connect() as sock:
         assert read_until_closed(sock, time.monotonic() + 10) == b""
-    assert wait_for(lambda: stub.stub.connection_count == 0, 5)
+    wait_for(lambda: stub.stub.connection_count == 0, timeout=30, what="connection_count == 0")
 
 
 def test_starting_status_503(make_stub: Callable[..., Stub]) -> None:
@@ -558,7 +550,7 @@ def test_random_and_malformed_requests_never_break_the_stub(
     run()
     assert sent >= 10_000
     assert get(stub, "/healthz").status == 200
-    assert wait_for(lambda: stub.stub.connection_count == 0, 10)
+    wait_for(lambda: stub.stub.connection_count == 0, timeout=30, what="connection_count == 0")
     assert not [line for line in stub.logs if "dropped a connection" in line]
 
 
@@ -644,7 +636,7 @@ def test_two_thousand_connections_at_once(make_stub: Callable[..., Stub]) -> Non
         assert get(stub, "/healthz").status == 200
         grown = _rss_bytes() - before
         assert grown < 64 * 1024 * 1024, f"RSS grew by {grown} bytes"
-        assert wait_for(lambda: stub.stub.connection_count == 0, 10)
+        wait_for(lambda: stub.stub.connection_count == 0, timeout=30, what="connection_count == 0")
     finally:
         selector.close()
         for sock in sockets.values():
@@ -668,7 +660,7 @@ def test_at_the_cap_an_incomplete_head_makes_room_for_a_health_check(
     try:
         for sock in slow:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
-        assert wait_for(lambda: stub.stub.connection_count == 2, 5)
+        wait_for(lambda: stub.stub.connection_count == 2, timeout=30, what="connection_count == 2")
         assert get(stub, "/healthz").status == 200
         assert closed_by_the_stub(slow[0])  # the oldest made room
         slow[1].sendall(b"a\r\n\r\n")  # the other one is still served
@@ -681,7 +673,7 @@ def test_at_the_cap_an_incomplete_head_makes_room_for_a_health_check(
 def test_at_the_cap_a_silent_connection_makes_room(make_stub: Callable[..., Stub]) -> None:
     stub = make_stub(max_connections=1, idle_timeout_s=60)
     with stub.connect() as silent:
-        assert wait_for(lambda: stub.stub.connection_count == 1, 5)
+        wait_for(lambda: stub.stub.connection_count == 1, timeout=30, what="connection_count == 1")
         # Once it has sent nothing for a while (MIN_IDLE_BEFORE_DROP_S).
         assert get(stub, "/healthz", timeout=10).status == 200
         assert closed_by_the_stub(silent)
@@ -691,7 +683,7 @@ def test_at_the_cap_held_requests_are_never_dropped(make_stub: Callable[..., Stu
     stub = make_stub(max_connections=1, hold_timeout_s=1.0, idle_timeout_s=60)
     with stub.connect() as held:
         held.sendall(b"GET /early HTTP/1.1\r\n\r\n")
-        assert wait_for(lambda: stub.stub.held_count == 1, 5)
+        wait_for(lambda: stub.stub.held_count == 1, timeout=30, what="held_count == 1")
         # The health check waits in the backlog until the hold ends, then is answered.
         assert get(stub, "/healthz", timeout=10).status == 200
         response = read_response(held, bytearray())
@@ -722,7 +714,7 @@ def test_early_request_held_past_timeout_gets_503_retry_after(
     stub = make_stub(hold_timeout_s=0.3)
     with stub.connect() as sock:
         sock.sendall(b"GET /early HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert wait_for(lambda: stub.stub.held_count == 1, 5)
+        wait_for(lambda: stub.stub.held_count == 1, timeout=30, what="held_count == 1")
         response = read_response(sock, bytearray())
     assert response.status == 503 and response.headers["retry-after"] == "1"
     assert response.headers["connection"] == "close"
@@ -733,7 +725,7 @@ def test_early_requests_beyond_max_held_get_503_at_once(make_stub: Callable[...,
     stub = make_stub(max_held=1, hold_timeout_s=30)
     with stub.connect() as first:
         first.sendall(b"GET /early HTTP/1.1\r\n\r\n")
-        assert wait_for(lambda: stub.stub.held_count == 1, 5)
+        wait_for(lambda: stub.stub.held_count == 1, timeout=30, what="held_count == 1")
         response = get(stub, "/second")
         assert response.status == 503 and "retry-after" in response.headers
         assert stub.stub.held_count == 1  # answered while the first is still held
@@ -747,7 +739,7 @@ def test_held_bytes_are_capped_across_connections(make_stub: Callable[..., Stub]
     try:
         for sock in held:
             sock.sendall(upload)
-        assert wait_for(lambda: stub.stub.held_count == 2, 5)
+        wait_for(lambda: stub.stub.held_count == 2, timeout=30, what="held_count == 2")
         response = request(stub, upload)
         assert response.status == 503 and response.headers["retry-after"] == "1"
         assert stub.stub.held_count == 2
@@ -755,7 +747,7 @@ def test_held_bytes_are_capped_across_connections(make_stub: Callable[..., Stub]
         small = stub.connect()
         held.append(small)
         small.sendall(b"GET /early HTTP/1.1\r\n\r\n")
-        assert wait_for(lambda: stub.stub.held_count == 3, 5)
+        wait_for(lambda: stub.stub.held_count == 3, timeout=30, what="held_count == 3")
     finally:
         for sock in held:
             sock.close()
@@ -783,7 +775,7 @@ def test_held_request_is_answered_by_the_app_after_hand_off(
         buffer = bytearray()
         keep_alive.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
         assert read_response(keep_alive, buffer).json() == {"status": "starting"}
-        assert wait_for(lambda: stub.stub.held_count == 2, 5)
+        wait_for(lambda: stub.stub.held_count == 2, timeout=30, what="held_count == 2")
         server = Uvicorn(stub.listener, startup_s=0.5)
         uvicorns.append(server)
         server.wait_ready()
@@ -820,7 +812,8 @@ def test_a_held_request_reaches_an_app_on_a_unix_socket(tmp_path: Path) -> None:
     def app() -> None:
         # The app takes the shared socket, as a server given --fd does.
         with socket.socket(fileno=os.dup(listener.fileno())) as shared:
-            assert wait_for(lambda: bool(select.select([shared], [], [], 0.05)[0]), 10)
+            wait_for(lambda: bool(select.select([shared], [], [], 0.05)[0]),
+                     timeout=30, what="the shared socket to become readable")
             conn, _ = shared.accept()
             with conn:
                 conn.setblocking(True)
@@ -835,7 +828,7 @@ def test_a_held_request_reaches_an_app_on_a_unix_socket(tmp_path: Path) -> None:
         client.settimeout(10)
         client.connect(path)
         client.sendall(b"GET /early HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert wait_for(lambda: stub.held_count == 1, 5)
+        wait_for(lambda: stub.held_count == 1, timeout=30, what="stub.held_count == 1")
         server = threading.Thread(target=app, daemon=True)
         server.start()
         loop.call(lambda: stub.hand_off((path,)))
@@ -881,7 +874,7 @@ def test_sigkilled_child_backlog_is_answered_and_nothing_refused(
     clients.start()
     waiting: list[socket.socket] = []
     try:
-        assert wait_for(lambda: outcomes["app"] >= 20, 10)
+        wait_for(lambda: outcomes["app"] >= 20, timeout=30, what="outcomes['app'] >= 20")
         server.kill()
         # Between the child's death and take_back, clients queue in the backlog.
         for _ in range(20):
@@ -893,7 +886,7 @@ def test_sigkilled_child_backlog_is_answered_and_nothing_refused(
             response = read_response(sock, bytearray())
             assert response.status == 503
             assert response.json() == {"status": "down", "cause": "killed"}
-        assert wait_for(lambda: outcomes["stub"] >= 20, 10)
+        wait_for(lambda: outcomes["stub"] >= 20, timeout=30, what="outcomes['stub'] >= 20")
     finally:
         stop.set()
         clients.join(10)
