@@ -112,7 +112,7 @@ def build_event(
     _set_release(event, release, environment, event_id)
     # The report is redacted already; masking again with this environment costs
     # microseconds and a leaked key costs a rotation.
-    masked: dict[str, Any] = _mask(event, Redactor.from_environ(os.environ))
+    masked: dict[str, Any] = Redactor.from_environ(os.environ).json(event)
     return masked
 
 
@@ -140,7 +140,7 @@ def build_warning_event(
         "fingerprint": ["supervisor", "memory_warning"],
     }
     _set_release(event, release, environment, None)
-    masked: dict[str, Any] = _mask(event, Redactor.from_environ(os.environ))
+    masked: dict[str, Any] = Redactor.from_environ(os.environ).json(event)
     return masked
 
 
@@ -150,7 +150,7 @@ def attachments_for(report: Mapping[str, Any]) -> list[Attachment]:
     The tail, the samples and the profile are left out when empty; the report is always there.
     """
     redactor = Redactor.from_environ(os.environ)
-    masked = _mask(dict(report), redactor)
+    masked = redactor.json(dict(report))
     out: list[Attachment] = []
     tail = masked.get("stderr_tail")
     if tail:
@@ -269,16 +269,6 @@ def _mechanism(report: Mapping[str, Any]) -> dict[str, Any]:
     if number is not None:
         mechanism["meta"] = {"signal": {"number": number, "name": str(report["signal"])}}
     return mechanism
-
-
-def _mask(value: Any, redactor: Redactor) -> Any:
-    if isinstance(value, str):
-        return redactor.text(value)
-    if isinstance(value, Mapping):
-        return {k: _mask(v, redactor) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mask(v, redactor) for v in value]
-    return value
 
 
 def _json_bytes(value: Any) -> bytes:
