@@ -87,7 +87,7 @@ class ChildSpec:
     oom_score_adj: Optional[int] = CHILD_OOM_SCORE_ADJ
     # Make the child's group the terminal's foreground group (as tini does), so
     # that it can read a tty (a breakpoint(), a prompt) instead of being stopped.
-    # Only when the supervisor's own group has it: never taken from a shell.
+    # Only asked when the supervisor's own group has it (``holds_terminal``).
     take_terminal: bool = False
     # SIGKILL the child when the supervisor dies (PR_SET_PDEATHSIG): not as PID 1,
     # where the kernel ends the whole namespace anyway.
@@ -125,6 +125,18 @@ class ExitStatus:
     def status(self) -> int:
         """What a shell (and the supervisor) reports: the code, or 128+N."""
         return self.code if self.code is not None else 128 + (self.signal or 0)
+
+
+def holds_terminal(fd: int = 0) -> bool:
+    """Whether ``fd`` is a terminal whose foreground is our process group.
+
+    Then the child gets it (as ``docker run -it`` gives PID 1); not when we run
+    in a shell's background, where taking it would steal it from the shell.
+    """
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:  # ENOTTY: not a terminal; ENXIO: no controlling terminal
+        return False
 
 
 def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
@@ -179,13 +191,11 @@ def _exec_in_child(spec: ChildSpec, report_fd: int, parent: int) -> None:  # pra
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGKILL)  # it died before the prctl
-        parent_group = os.getpgrp()
         os.setpgid(0, 0)
         if spec.take_terminal:
             # SIGTTOU is still ignored and blocked here (inherited): this cannot stop us.
             try:
-                if os.tcgetpgrp(0) == parent_group:
-                    os.tcsetpgrp(0, os.getpgrp())
+                os.tcsetpgrp(0, os.getpgrp())
             except OSError:
                 pass
         signal.set_wakeup_fd(-1)

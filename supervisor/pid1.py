@@ -188,6 +188,10 @@ class SignalInbox:
         self._dispatch()
         return True
 
+    def flush(self) -> None:
+        """Hand the loop every signal that came and was not handed over yet."""
+        self._drain()
+
     def _drain(self) -> None:
         try:
             while os.read(self._read_fd, 4096):

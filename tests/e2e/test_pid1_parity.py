@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -378,3 +379,114 @@ def test_when_the_loop_itself_breaks_the_supervisor_carries_on_as_tini(
     text = err.decode()
     assert text.count("the supervisor's loop cannot go on") == 1
     assert "the app ended: stopped" in text
+
+
+# -- 3. docker run -it IMAGE bash: a shell with job control ----------------------------
+
+
+class Terminal:
+    """A pseudo-terminal; the process started on it gets it as controlling terminal."""
+
+    def __init__(self) -> None:
+        import pty
+
+        self.controller, self.terminal = pty.openpty()
+        self.seen = b""
+
+    def take(self) -> None:
+        """In the child (preexec_fn): a session of its own with this terminal, as a shell gives."""
+        import fcntl
+        import termios
+
+        os.setsid()
+        fcntl.ioctl(self.terminal, termios.TIOCSCTTY, 0)
+
+    def type(self, text: str) -> None:
+        os.write(self.controller, text.encode())
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} not on the terminal within {timeout} s; "
+                                     f"it shows:\n{self.seen.decode(errors='replace')}")
+            ready, _, _ = select.select([self.controller], [], [], left)
+            if ready:
+                try:
+                    self.seen += os.read(self.controller, 1 << 16)
+                except OSError:  # EIO: nobody has the terminal open any more
+                    raise AssertionError(f"the terminal closed before {text!r}:\n"
+                                         f"{self.seen.decode(errors='replace')}") from None
+
+    def drain(self) -> None:
+        """Read what is left, once nobody writes any more."""
+        os.set_blocking(self.controller, False)
+        with contextlib.suppress(OSError):  # EAGAIN: all read; EIO: all closed
+            while chunk := os.read(self.controller, 1 << 16):
+                self.seen += chunk
+
+    def close(self) -> None:
+        for fd in (self.controller, self.terminal):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    opened = Terminal()
+    yield opened
+    opened.close()
+
+
+def test_bash_on_a_terminal_has_job_control(terminal: Terminal, tmp_path: Path) -> None:
+    # As `docker run -it IMAGE bash`: bash is interactive only when both stdin
+    # and stderr are the terminal.
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PS1": "prompt$ ", "TERM": "dumb", "HOME": str(tmp_path)}
+    env.pop("SENTRY_DSN", None)
+    process = subprocess.Popen(
+        [PYTHON, "-m", "supervisor", "--port", str(free_port()), "--report-file", str(report),
+         "--", "bash", "--norc", "--noprofile"],
+        stdin=terminal.terminal, stdout=terminal.terminal, stderr=terminal.terminal,
+        env=env, cwd=str(tmp_path), preexec_fn=terminal.take,
+    )
+    try:
+        terminal.wait_for("prompt$ ")
+        terminal.type("echo flags=$-\n")
+        terminal.wait_for("flags=")
+        terminal.type("sleep 60\n")
+
+        def sleeping() -> list[psutil.Process]:
+            return [p for p in psutil.Process(process.pid).children(recursive=True)
+                    if p.name() == "sleep"]
+
+        job = wait_for(sleeping, timeout=30, what="sleep to run")[0]  # type: ignore[index]
+        terminal.type("\x1a")  # Ctrl-Z: the terminal stops the foreground job
+        terminal.wait_for("Stopped")
+        wait_for(lambda: state_of(job.pid) == "T", what="the job stopped")
+        terminal.type("jobs; fg\n")  # back to the foreground, running again
+        wait_for(lambda: state_of(job.pid) in ("S", "R"), what="the job to run again")
+        terminal.type("\x03")  # Ctrl-C: reaches the job in the foreground
+        wait_for(lambda: not alive(job.pid), what="the job to end")
+        terminal.type("exit 7\n")
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            kill_tree(process.pid)
+            process.wait(timeout=10)
+    terminal.drain()
+    shown = terminal.seen.decode(errors="replace")
+    assert "cannot set terminal process group" not in shown, shown
+    assert "no job control" not in shown, shown
+    flags = re.findall(r"flags=(\w+)", shown)
+    assert flags and "m" in flags[0], shown  # monitor mode: job control is on
+    assert re.search(r"\[1\]\+ +Stopped +sleep 60", shown), shown
+    assert process.returncode == 7
+    data = json.loads(report.read_text())
+    assert data["cause"] == "exit_code"
+    # The child wrote to the terminal itself: nothing was relayed, and the report says so.
+    assert data["stderr_tail"] == ""
+    assert data["stderr_tail_kept"] is False
