@@ -25,9 +25,10 @@ Docker's default profile allows. Where it is refused, ``unavailable_reason``
 or the child's report (an ``ExecFailure`` that ``refusal`` recognises) says
 why, and the command runs without a stub.
 
-Must not know: the loop, HTTP or readiness. ``ctypes`` is imported in the
-child between fork and exec (the filter needs ``prctl`` and ``seccomp``) and
-in the supervisor only after the spawn, at the first bind.
+Must not know: the loop, HTTP or readiness. ``_ctypes`` (not the ``ctypes``
+package, which costs milliseconds) is imported in the child between fork and
+exec (the filter needs ``prctl`` and ``seccomp``), and in the supervisor only
+after the spawn, at the first bind.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import sys
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
-    from typing import Callable, Literal, Optional
+    from typing import Any, Callable, Literal, Optional
 
 MINIMUM_KERNEL = (5, 9)
 # machine -> (AUDIT_ARCH_*, __NR_seccomp, __NR_bind); pidfd_getfd is 438 everywhere.
@@ -133,30 +134,23 @@ class Pending:
         Raises OSError (which the spawn reports as an ExecFailure) when the
         kernel refuses; the message starts with ``REFUSED``.
         """
-        import ctypes
         import socket
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        program = ctypes.create_string_buffer(self._program, len(self._program))
+        libc = _Libc()
+        program = libc.buffer(self._program)
         # struct sock_fprog on a 64-bit ABI: a count, padding, a pointer.
-        fprog = ctypes.create_string_buffer(
-            (len(self._program) // 8).to_bytes(2, sys.byteorder) + bytes(6)
-            + ctypes.addressof(program).to_bytes(8, sys.byteorder), 16)
+        fprog = libc.buffer((len(self._program) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                            + libc.address(program).to_bytes(8, sys.byteorder))
 
-        def install() -> int:
-            return int(libc.syscall(
-                ctypes.c_long(self._seccomp_nr), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
-                ctypes.c_long(_SECCOMP_FILTER_FLAG_NEW_LISTENER), fprog,
-            ))
+        def install() -> tuple[int, int]:
+            return libc.syscall(self._seccomp_nr, _SECCOMP_SET_MODE_FILTER,
+                                _SECCOMP_FILTER_FLAG_NEW_LISTENER, libc.address(fprog))
 
-        fd = install()
+        fd, number = install()
         # EACCES: without CAP_SYS_ADMIN a filter needs no_new_privs first.
-        if fd < 0 and ctypes.get_errno() == 13 and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0,
-                                                                 0) == 0:
-            fd = install()
+        if fd < 0 and number == 13 and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1)[0] == 0:
+            fd, number = install()
         if fd < 0:
-            number = ctypes.get_errno()
             raise OSError(number, f"{REFUSED}seccomp(2) failed: {os.strerror(number)}")
         socket.send_fds(self._theirs, [b"L"], [fd])
         os.close(fd)
@@ -190,14 +184,16 @@ class BindTrap:
     """The supervisor's end: decides every bind of the child's tree, one at a time.
 
     ``notify_fd`` is the filter's listener; call ``on_readable`` when it is
-    readable (the loop's reactor does). ``on_line`` gets the few lines worth
-    saying: the first bind answered, a bind of another port while none of
-    the public one came.
+    readable (the loop's reactor does). ``on_bound`` is called at the first
+    bind answered; ``on_line`` gets what is worth saying: a bind of another
+    port while none of the public one came.
     """
 
     def __init__(self, notify_fd: int, listener: socket.socket, port: int,
-                 on_line: Callable[[str], None]) -> None:
+                 on_line: Callable[[str], None],
+                 on_bound: Callable[[], None] = lambda: None) -> None:
         self.notify_fd = notify_fd
+        self._on_bound = on_bound
         self._listener = listener
         self._port = port
         self._on_line = on_line
@@ -296,6 +292,8 @@ class BindTrap:
             return
         self._respond(ident, 0)
         self.answered += 1
+        if self.answered == 1:
+            self._on_bound()
 
     def _continue(self, ident: int) -> None:
         self._respond(ident, _SECCOMP_USER_NOTIF_FLAG_CONTINUE)
@@ -333,7 +331,6 @@ def _is_stream(tid: int, fd: int) -> bool:
 
     Seen through ``pidfd_getfd``; when that is not allowed, a TCP socket is assumed.
     """
-    import ctypes
     import socket
 
     try:
@@ -341,16 +338,71 @@ def _is_stream(tid: int, fd: int) -> bool:
     except (OSError, AttributeError):
         return True
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        copy = int(libc.syscall(ctypes.c_long(_NR_PIDFD_GETFD), ctypes.c_long(pidfd),
-                                ctypes.c_long(fd), ctypes.c_long(0)))
+        copy, _ = _Libc().syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)
     finally:
         os.close(pidfd)
     if copy < 0:
         return True
     with socket.socket(fileno=copy) as sock:
         return bool(sock.type == socket.SOCK_STREAM)
+
+
+class _Libc:
+    """``syscall`` and ``prctl`` through ``_ctypes`` alone.
+
+    The ``ctypes`` package costs milliseconds to import (it builds every C type)
+    and the child pays them between fork and exec, before the app starts;
+    ``_ctypes`` with the two types needed costs a fraction of one.
+    """
+
+    def __init__(self) -> None:
+        import _ctypes
+
+        ct: Any = _ctypes
+
+        class Long(ct._SimpleCData):  # type: ignore[misc]
+            _type_ = "l"
+
+        class Int(ct._SimpleCData):  # type: ignore[misc]
+            _type_ = "i"
+
+        class Char(ct._SimpleCData):  # type: ignore[misc]
+            _type_ = "c"
+
+        flags = ct.FUNCFLAG_CDECL | ct.FUNCFLAG_USE_ERRNO
+
+        class LongCall(ct.CFuncPtr):  # type: ignore[misc]
+            _flags_ = flags
+            _restype_ = Long
+
+        class IntCall(ct.CFuncPtr):  # type: ignore[misc]
+            _flags_ = flags
+            _restype_ = Int
+
+        handle = ct.dlopen(None)
+        self._ct: Any = ct
+        self._long: Any = Long
+        self._char: Any = Char
+        self._syscall = LongCall(ct.dlsym(handle, "syscall"))
+        self._prctl = IntCall(ct.dlsym(handle, "prctl"))
+
+    def buffer(self, data: bytes) -> Any:
+        return (self._char * len(data)).from_buffer_copy(data)
+
+    def address(self, buffer: Any) -> int:
+        return int(self._ct.addressof(buffer))
+
+    def syscall(self, number: int, *args: int) -> tuple[int, int]:
+        """The result and errno (meaningful only when the result is negative)."""
+        self._ct.set_errno(0)
+        result = self._syscall(*(self._long(value) for value in (number, *args)))
+        return int(result), int(self._ct.get_errno())
+
+    def prctl(self, option: int, value: int) -> tuple[int, int]:
+        self._ct.set_errno(0)
+        result = self._prctl(self._long(option), self._long(value), self._long(0),
+                             self._long(0), self._long(0))
+        return int(result), int(self._ct.get_errno())
 
 
 def _tgid(tid: int) -> int:

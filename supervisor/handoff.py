@@ -166,6 +166,8 @@ class HandoffPlan:
     notices: tuple[tuple[str, str], ...] = ()
     # The command restarts the app on changes: a crash while starting is not the end.
     reloads: bool = False
+    # False for a command not known to be a server: it is one once it binds the port.
+    known_server: bool = True
 
     @property
     def passes_socket(self) -> bool:
@@ -191,7 +193,9 @@ def plan_handoff(
     socket too), else ``$PORT`` (as Cloud Run and Heroku set it), else
     0.0.0.0:8000. ``bind_unavailable`` says why the child's bind(2) cannot be
     answered here (None when it can); such a command then runs without a stub,
-    and says so.
+    and says so. A command not known to be a server gets the stub only when a
+    port is named (by a flag, ``$PORT`` or its own ``--port``): otherwise it is
+    a plain process, as under tini.
     """
     server = identify(argv)
     env_port = _port_from_env(environ)
@@ -219,6 +223,10 @@ def plan_handoff(
             raise ValueError(f"--health-port {health_port} is the app's own port")
         return HandoffPlan(mode, tuple(argv), env, (public_host, health_port), public_port,
                            reloads=reloads)
+    port_named = any(value is not None for value in (port, host, command_port, env_port))
+    if mode is HandoffMode.BIND and not server.name and not port_named:
+        # Not known to be a server, and no port named: a plain process, as with tini.
+        return HandoffPlan(HandoffMode.NONE, tuple(argv), env, None, None, reloads=reloads)
     if mode is HandoffMode.BIND and bind_unavailable is not None:
         notes.no_socket(bind_unavailable)
         return HandoffPlan(HandoffMode.NONE, tuple(argv), env, None, None,
@@ -231,7 +239,7 @@ def plan_handoff(
             command_port or server.default_port or public_port)
         notes.binds_itself(command_path or bind_port, served)
         return HandoffPlan(mode, tuple(argv), env, stub_address, None, None, bind_port,
-                           command_path, notes.lines, reloads)
+                           command_path, notes.lines, reloads, known_server=bool(server.name))
     if mode is HandoffMode.SYSTEMD:
         env.update(systemd_environment())
         return HandoffPlan(mode, tuple(argv), env, stub_address, None, command_path,
@@ -292,11 +300,9 @@ class _Notes:
             ))
 
     def binds_itself(self, bound: object, public: object) -> None:
-        which = f"unix socket {bound}" if isinstance(bound, str) else f"port {bound}"
-        socket = "the supervisor's socket" if bound == public else f"the socket of port {public}"
-        unknown = "" if self.server.name else " (for a command that serves no HTTP: --handoff none)"
-        self._add(INFO, f"{self.what} binds its own address: its bind() of {which} gets "
-                        f"{socket}{unknown}")
+        if bound != public:
+            self._add(INFO, f"{self.what} binds port {bound}: that bind() gets the socket of "
+                            f"port {public}")
 
 
 def _port_from_env(environ: Mapping[str, str]) -> Optional[int]:

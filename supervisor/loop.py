@@ -203,9 +203,11 @@ class Supervisor:
         try:
             self.listener = bind_public(self.plan)
         except OSError as error:
-            raise SupervisorError(
-                f"cannot listen on {plan_address_text(self.plan)}: {error.strerror or error}"
-            ) from None
+            why = f"cannot listen on {plan_address_text(self.plan)}: {error.strerror or error}"
+            if self.plan.mode is not HandoffMode.BIND:
+                raise SupervisorError(why) from None
+            # It binds its own address: it may as well try, and say what it gets.
+            self._replan(why)
 
     def _spawn_answering_binds(self, before_exec: tuple[Callable[[], None], ...]
                                ) -> int | ExecFailure:
@@ -230,9 +232,7 @@ class Supervisor:
                 self._answer_binds(notify_fd)
             return spawned
         pending.close()
-        config = self.config
-        self.plan = plan_handoff(config.handoff.value, config.command, config.host,
-                                 config.port, config.health_port, self.environ, why)
+        self._replan(why)
         self._say_the_plan()
         if self.listener is not None:
             self.listener.close()
@@ -240,11 +240,17 @@ class Supervisor:
         self.child_env = environment
         return self._spawn(before_exec)
 
+    def _replan(self, bind_unavailable: str) -> None:
+        config = self.config
+        self.plan = plan_handoff(config.handoff.value, config.command, config.host,
+                                 config.port, config.health_port, self.environ, bind_unavailable)
+
     def _answer_binds(self, notify_fd: int) -> None:
         from .bindtrap import BindTrap
 
         assert self.listener is not None and self.plan.bind_port is not None
-        trap = BindTrap(notify_fd, self.listener, self.plan.bind_port, self.log.info)
+        trap = BindTrap(notify_fd, self.listener, self.plan.bind_port, self.log.info,
+                        on_bound=self._on_public_bind)
 
         def on_readable() -> None:
             if not trap.on_readable():
@@ -253,6 +259,11 @@ class Supervisor:
 
         self.bind_trap = trap
         self.reactor.add_reader(notify_fd, on_readable)
+
+    def _on_public_bind(self) -> None:
+        """A command not known to be a server binds the public port: it is one."""
+        if self.readiness is None and self.reaped is None and self.stub is not None:
+            self._watch_readiness(startup_timeout=False)
 
     def _spawn(self, before_exec: tuple[Callable[[], None], ...]) -> int | ExecFailure:
         stderr_read, stderr_write = os.pipe()
@@ -336,8 +347,9 @@ class Supervisor:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
             self.relays.append(Relay(self.reactor, stdout_read, stdout))
-        if self.stub is None:
-            # No socket is handed over, so "ready" cannot be seen from outside.
+        if self.stub is None or not self.plan.known_server:
+            # No socket is handed over, so "ready" cannot be seen from outside; or a
+            # command not known to be a server runs as one when it binds the port.
             self._enter(Phase.RUNNING)
 
     def _start_watching(self) -> None:
@@ -429,7 +441,7 @@ class Supervisor:
         return True
 
     # -- readiness -------------------------------------------------------------
-    def _watch_readiness(self) -> None:
+    def _watch_readiness(self, startup_timeout: bool = True) -> None:
         assert self.pid is not None and self.stub is not None
         from .readiness import ReadinessWatcher, proc_readiness_supported
 
@@ -440,9 +452,10 @@ class Supervisor:
             pause_stub=None if port_mode or self.plan.unix_path else stub.pause_accepting,
             app_port=self.plan.app_port if port_mode else None,
         )
-        self.startup_timer = self.reactor.call_later(
-            self.config.startup_timeout_s, self._on_startup_timeout
-        )
+        if startup_timeout:
+            self.startup_timer = self.reactor.call_later(
+                self.config.startup_timeout_s, self._on_startup_timeout
+            )
         if self.readiness.start(proc_readiness_supported()) is not None:
             self.log.info("readiness: /proc cannot tell here; using uvicorn's log lines")
             self.relays[0].on_chunk = self.readiness.chunk
@@ -493,8 +506,12 @@ class Supervisor:
             self.readiness.app_accepts()
 
     def _on_ready(self, strategy: Strategy) -> None:
-        if self.reaped is not None or not self._enter(Phase.RUNNING):
+        # A command not known to be a server was RUNNING already when it bound the port.
+        late = self.phase is Phase.RUNNING and self.ready_after_s is None
+        if self.reaped is not None or not (late or self._enter(Phase.RUNNING)):
             return
+        if late and self.readiness is not None:
+            self.readiness.stop()
         self.relays[0].on_chunk = None
         self.ready_after_s = self.reactor.clock() - self.started_mono
         assert self.stub is not None and self.listener is not None
@@ -665,7 +682,8 @@ class Supervisor:
         return RunFacts(
             command=tuple(self.config.command),
             argv=tuple(self.plan.argv),
-            handoff=self.plan.mode.value,
+            handoff=("none" if self.plan.mode is HandoffMode.BIND and (
+                self.bind_trap is None or not self.bind_trap.answered) else self.plan.mode.value),
             pid=self.pid,
             started_at=self.started_at,
             ended_at=time.time(),

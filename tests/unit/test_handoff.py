@@ -154,7 +154,7 @@ def test_placeholder_is_substituted_anywhere_in_an_argument() -> None:
         ("auto", ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "a:app"], HandoffMode.SYSTEMD),
         ("auto", ["granian", "--interface", "asgi", "a:app"], HandoffMode.BIND),
         ("auto", ["fastapi", "run", "main.py"], HandoffMode.BIND),
-        ("auto", ["python", "server.py"], HandoffMode.BIND),
+        ("auto", ["python", "server.py"], HandoffMode.BIND),  # the plan needs a port for it
         ("auto", ["python", "server.py", "--fd", "{fd}"], HandoffMode.FD),
         ("fd", ["python", "-m", "uvicorn", "a:app"], HandoffMode.FD),
         ("fd", ["daphne", "a:app"], HandoffMode.FD),
@@ -396,15 +396,21 @@ def test_servers_that_bind_their_own_address_have_that_bind_answered() -> None:
     assert fastapi.stub_address == ("0.0.0.0", 8001) and fastapi.bind_port == 8001
     assert fastapi.argv == ("fastapi", "run", "main.py", "--port", "8001")
     assert fastapi.env == {"_TYPER_STANDARD_TRACEBACK": "1"}
-    assert lines(fastapi) == ["`fastapi` binds its own address: its bind() of port 8001 gets "
-                              "the supervisor's socket"]
+    assert fastapi.notices == ()
     # flask binds 5000 unless told: that bind gets the socket of the public port.
     flask = plan(["flask", "run"], {"PORT": "8080"})
     assert flask.stub_address == ("0.0.0.0", 8080) and flask.bind_port == 5000
-    assert "its bind() of port 5000 gets the socket of port 8080" in lines(flask)[0]
-    unknown = plan(["python", "main.py"], {"PORT": "8080"})
-    assert unknown.bind_port == 8080
-    assert "--handoff none" in lines(unknown)[0]
+    assert lines(flask) == ["`flask` binds port 5000: that bind() gets the socket of port 8080"]
+    # Any other command, once a port is named: by $PORT, a flag, or its own --port.
+    for unknown in (plan(["python", "main.py"], {"PORT": "8080"}),
+                    plan(["python", "main.py"], port=8080),
+                    plan(["./server", "--port", "8080"])):
+        assert unknown.mode is HandoffMode.BIND and unknown.bind_port == 8080
+        assert unknown.stub_address == ("0.0.0.0", 8080) and unknown.notices == ()
+        assert not unknown.known_server and fastapi.known_server
+    # Without a port it is a plain process, as under tini: no stub, nothing said.
+    plain = plan(["python", "worker.py"])
+    assert (plain.mode, plain.has_stub, plain.notices) == (HandoffMode.NONE, False, ())
 
 
 def test_a_command_that_cannot_get_a_socket_says_so_and_how_to_get_the_stub() -> None:
@@ -418,7 +424,7 @@ def test_a_command_that_cannot_get_a_socket_says_so_and_how_to_get_the_stub() ->
     assert "tracked, and nothing answers on --port 9000 or PORT=8080 until the app binds" in line
     assert line.endswith("For the stub, granian takes no socket: --handoff port "
                          "--health-port N (the stub on a port of its own)")
-    script = plan(["python", "main.py"], unavailable="not Linux")
+    script = plan(["python", "main.py"], port=8080, unavailable="not Linux")
     assert "put {fd} in the command" in lines(script)[0]
     # A server that takes a socket does not need the interception at all.
     assert plan(["uvicorn", "a:app"], unavailable="not Linux").mode is HandoffMode.FD
