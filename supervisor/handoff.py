@@ -119,15 +119,15 @@ def choose_mode(requested: str, argv: Sequence[str]) -> HandoffMode:
     that cannot take one.
     """
     placeholder = any(FD_PLACEHOLDER in arg for arg in argv)
-    server = identify(argv)
+    way = identify(argv).way_for(argv)
     if requested == "auto":
-        if placeholder or server.way == FD_OPTION:
+        if placeholder or way == FD_OPTION:
             return HandoffMode.FD
-        if server.way == SYSTEMD:
+        if way == SYSTEMD:
             return HandoffMode.SYSTEMD
         return HandoffMode.BIND
     if requested == "fd":
-        if not (placeholder or server.way == FD_OPTION):
+        if not (placeholder or way == FD_OPTION):
             raise ValueError(
                 "--handoff fd needs a server with an fd option (uvicorn, hypercorn, daphne) "
                 "or a {fd} placeholder in the command"

@@ -62,6 +62,11 @@ class Server:
     hint: str = ""
     # The command restarts the app on changes, so a crash while starting is not the end.
     reloads: Optional[Callable[[Sequence[str]], bool]] = None
+    # With these options it ignores the socket it is given and binds its own.
+    binds_itself_with: tuple[str, ...] = ()
+
+    def way_for(self, argv: Sequence[str]) -> str:
+        return BINDS_ITSELF if has_flag(argv, *self.binds_itself_with) else self.way
 
 
 # -- reading options ------------------------------------------------------------------
@@ -325,7 +330,9 @@ _PORT_MODE_HINT = "--handoff port --health-port N (the stub on a port of its own
 
 UVICORN = Server("uvicorn", FD_OPTION, _uvicorn_address, rewrite=_uvicorn_rewrite,
                  reloads=_reload_flag)
-GUNICORN = Server("gunicorn", SYSTEMD, _gunicorn_address, reloads=_reload_flag)
+# --reuse-port: every worker binds a socket of its own (the arbiter skips LISTEN_FDS).
+GUNICORN = Server("gunicorn", SYSTEMD, _gunicorn_address, reloads=_reload_flag,
+                  binds_itself_with=("--reuse-port",), default_port=8000)
 HYPERCORN = Server("hypercorn", FD_OPTION, _hypercorn_address, rewrite=_hypercorn_rewrite,
                    reloads=_reload_flag)
 DAPHNE = Server("daphne", FD_OPTION, _daphne_address, rewrite=_daphne_rewrite)

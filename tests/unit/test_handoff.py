@@ -153,6 +153,8 @@ def test_placeholder_is_substituted_anywhere_in_an_argument() -> None:
         ("auto", ["daphne", "proj.asgi:application"], HandoffMode.FD),
         ("auto", ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "a:app"], HandoffMode.SYSTEMD),
         ("auto", ["granian", "--interface", "asgi", "a:app"], HandoffMode.BIND),
+        # Each worker binds its own socket: LISTEN_FDS would be ignored.
+        ("auto", ["gunicorn", "--reuse-port", "-w", "2", "a:app"], HandoffMode.BIND),
         ("auto", ["fastapi", "run", "main.py"], HandoffMode.BIND),
         ("auto", ["python", "server.py"], HandoffMode.BIND),  # the plan needs a port for it
         ("auto", ["python", "server.py", "--fd", "{fd}"], HandoffMode.FD),
