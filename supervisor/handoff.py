@@ -159,9 +159,8 @@ class HandoffPlan:
     stub_address: Optional[tuple[str, int]]  # where the stub listens on TCP (None: not TCP)
     app_port: Optional[int]  # where the app listens in port mode
     unix_path: Optional[str] = None  # the stub listens on this unix socket instead
-    # BIND: the child's bind(2) of this port (or unix path) gets the public socket.
+    # BIND: the child's bind(2) of this port gets the public socket.
     bind_port: Optional[int] = None
-    bind_path: Optional[str] = None
     # (level, line) for the log at start: what is served where, and what is not.
     notices: tuple[tuple[str, str], ...] = ()
     # The command restarts the app on changes: a crash while starting is not the end.
@@ -202,8 +201,9 @@ def plan_handoff(
     named = server.address(argv, environ)
     command_path = named if isinstance(named, str) else None
     command_host, command_port = (None, None) if isinstance(named, str) else named
-    if port is not None or host is not None:
-        command_path = None  # the supervisor's own flags win over the command's socket
+    replaced_path = None
+    if (port is not None or host is not None) and command_path is not None:
+        replaced_path, command_path = command_path, None  # the supervisor's flags win
     public_host = host or command_host or DEFAULT_HOST
     public_port = port or command_port or env_port or DEFAULT_PORT
     reloads = server.reloads is not None and server.reloads(argv)
@@ -227,19 +227,20 @@ def plan_handoff(
     if mode is HandoffMode.BIND and not server.name and not port_named:
         # Not known to be a server, and no port named: a plain process, as with tini.
         return HandoffPlan(HandoffMode.NONE, tuple(argv), env, None, None, reloads=reloads)
+    if mode is HandoffMode.BIND and command_path is not None:
+        bind_unavailable = f"its bind() of a unix socket ({command_path}) is left to it"
     if mode is HandoffMode.BIND and bind_unavailable is not None:
         notes.no_socket(bind_unavailable)
         return HandoffPlan(HandoffMode.NONE, tuple(argv), env, None, None,
                            notices=notes.lines, reloads=reloads)
     served = command_path or public_port
-    notes.served_elsewhere(served, command_port if command_path is None else None)
+    notes.served_elsewhere(served, command_port if command_path is None else None, replaced_path)
     stub_address = None if command_path else (public_host, public_port)
     if mode is HandoffMode.BIND:
-        bind_port = None if command_path else (
-            command_port or server.default_port or public_port)
-        notes.binds_itself(command_path or bind_port, served)
+        bind_port = command_port or server.default_port or public_port
+        notes.binds_itself(bind_port, served)
         return HandoffPlan(mode, tuple(argv), env, stub_address, None, None, bind_port,
-                           command_path, notes.lines, reloads, known_server=bool(server.name))
+                           notes.lines, reloads, known_server=bool(server.name))
     if mode is HandoffMode.SYSTEMD:
         env.update(systemd_environment())
         return HandoffPlan(mode, tuple(argv), env, stub_address, None, command_path,
@@ -286,8 +287,12 @@ class _Notes:
             f"{', and ' + unserved if unserved else ''}. For the stub, {self.server.hint}"
         ))
 
-    def served_elsewhere(self, served: object, command_port: Optional[int]) -> None:
+    def served_elsewhere(self, served: object, command_port: Optional[int],
+                         replaced_path: Optional[str] = None) -> None:
         where = f"the unix socket {served}" if isinstance(served, str) else f"port {served}"
+        if replaced_path is not None:
+            self._add(INFO, f"the command's unix socket {replaced_path} is served on {where} "
+                            "(--host/--port)")
         if self.port is not None and command_port not in (None, self.port):
             self._add(INFO, f"the command's port {command_port} is served on port "
                             f"{self.port} (--port)")

@@ -390,6 +390,16 @@ def test_a_uvicorn_unix_socket_is_bound_by_the_supervisor_and_handed_over() -> N
     # The supervisor's own flags win over the command's socket.
     flagged = plan(["uvicorn", "a:app", "--uds", "/run/app.sock"], port=9000)
     assert flagged.unix_path is None and flagged.stub_address == ("0.0.0.0", 9000)
+    assert lines(flagged) == ["the command's unix socket /run/app.sock is served on port 9000 "
+                              "(--host/--port)"]
+    for command in (["hypercorn", "-b", "unix:/run/h.sock", "a:app"],
+                    ["gunicorn", "-b", "unix:/run/h.sock", "a:app"],
+                    ["daphne", "-u", "/run/h.sock", "a:app"]):
+        assert plan(command).unix_path == "/run/h.sock"
+    # granian binds its unix socket itself: left to it, and said.
+    granian = plan(["granian", "--uds", "/run/g.sock", "a:app"])
+    assert (granian.mode, granian.has_stub) == (HandoffMode.NONE, False)
+    assert "(its bind() of a unix socket (/run/g.sock) is left to it)" in lines(granian)[0]
 
 
 def test_servers_that_bind_their_own_address_have_that_bind_answered() -> None:
