@@ -116,6 +116,8 @@ def build_report(
     config = parts.config
     memory = facts.memory
     extra: dict[str, Any] = {"handoff": facts.handoff}
+    if facts.interactive:
+        extra["stderr_tail_kept"] = False  # the child wrote to the terminal itself
     where = where_text(outcome)
     if found is not None:
         if found.startup is not None:

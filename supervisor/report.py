@@ -175,6 +175,8 @@ def human_block(
     if tail:
         lines.append("last lines of stderr:")
         lines += [f"  | {line[:300]}" for line in tail[-HUMAN_TAIL_LINES:]]
+    if report.extra.get("stderr_tail_kept") is False:
+        lines.append("stderr:   not kept (the app wrote to the terminal itself)")
     if report_file and report_error:
         lines.append(f"report:   not written to {report_file}: {report_error}")
     elif report_file:

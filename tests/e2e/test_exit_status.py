@@ -12,7 +12,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from tests.conftest import PYTHON, Run, child, supervisor_lines, wait_for
+from tests.conftest import PYTHON, Run, child, free_port, supervisor_lines, wait_for
 
 
 @pytest.mark.parametrize(
@@ -107,11 +107,26 @@ def test_segfault_names_the_function_from_faulthandlers_dump(
     assert "segfault.py:7 in read_null_pointer" in data["where"]
 
 
-def test_unrequested_exit_zero_is_reported_as_exited(supervise: Callable[..., Run]) -> None:
-    run = supervise("true")
+def test_unrequested_exit_zero_is_reported_as_exited(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    run = supervise("--report-file", str(report), "true")
     code, _, err = run.finish()
     assert code == 0
-    assert any("exited" in line for line in supervisor_lines(err))
+    assert json.loads(report.read_text())["cause"] == "exited"
+    # A one-shot command (no socket handed over) that did its job gets no block.
+    assert not any("the app ended" in line for line in supervisor_lines(err))
+
+
+def test_a_server_that_exits_zero_gets_the_block(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    run = supervise("--handoff", "systemd", "--host", "127.0.0.1", "--port", str(free_port()),
+                    "--", "true")
+    code, _, err = run.finish()
+    assert code == 0
+    assert any("the app ended: exited" in line for line in supervisor_lines(err))
 
 
 def test_report_file_has_the_contract_fields(supervise: Callable[..., Run], tmp_path: Path) -> None:
