@@ -13,17 +13,21 @@ Data flows one way: Config -> spawn -> loop -> RunFacts -> cause -> report -> st
 from __future__ import annotations
 
 import enum
-import os
 import signal
 import sys
 import time
 
 from .bindtrap import unavailable_reason
-from .child import ChildSpec, ExecFailure, ExitStatus, child_environment, enlarge_pipe, spawn
+from .child import (
+    ExecFailure,
+    ExitStatus,
+    holds_terminal,
+)
 from .config import Config, EarlyRequests
-from .errors import SupervisorError, UsageError
-from .handoff import SYSTEMD_FIRST_FD, HandoffMode, HandoffPlan, plan_handoff
-from .listener import address_text, bind_public, is_unix, loopback_address, plan_address_text
+from .errors import UsageError
+from .fallback import carry_on, direct_writer, traceback_text
+from .handoff import HandoffMode, HandoffPlan, plan_handoff
+from .listener import is_unix, loopback_address
 from .log import Logger
 from .output import Sink
 from .pid1 import (
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Mapping, Optional
 
     from .bindtrap import BindTrap
+    from .child_cgroup import ChildCgroup
     from .facts import RunFacts
     from .finish import FinishParts
     from .forensics import Forensics
@@ -54,12 +59,10 @@ if TYPE_CHECKING:
     from .memory import MemoryFacts, MemoryWatcher
     from .notify import Notifier
     from .platform_check import PlatformCheck
-    from .readiness import ReadinessWatcher, Strategy
+    from .readiness import Strategy
     from .redact import Redactor
     from .relay import Relay, Tail
-    from .startcrash import StartupCrashWatch
-    from .tracebacks import ParsedTraceback
-    from .child_cgroup import ChildCgroup
+    from .starting import Startup
     from .watch import Watch
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
@@ -105,8 +108,9 @@ class Supervisor:
         self.phase = Phase.STARTING
         self.started_at = time.time()
         self.started_mono = self.reactor.clock()
-        # On a terminal the child gets the foreground, and Ctrl-C reaches it directly.
-        self.interactive = os.isatty(0)
+        # On a terminal (whose foreground we have) the child gets it, stderr
+        # included, and Ctrl-C reaches it directly.
+        self.interactive = holds_terminal()
         self.pid: Optional[int] = None
         self.reaped: Optional[Reaped] = None
         self.ready_after_s: Optional[float] = None
@@ -115,27 +119,22 @@ class Supervisor:
         self.stop_signal: Optional[int] = None
         self.stop_timer: Optional[Timer] = None
         self.stop_timed_out = False
-        self.startup_timer: Optional[Timer] = None
-        self.startup_timed_out = False
-        self.startup_summary = (
-            f"not ready within {config.startup_timeout_s:g} s (--startup-timeout)"
-        )
         self.child_env: dict[str, str] = {}
+        self.env_file_values: Optional[dict[str, str]] = None
+        self.conditions: Optional[dict[str, Any]] = None
         self.cgroup: Optional[ChildCgroup] = None
         self.listener: Optional[socket.socket] = None
         self.sinks: list[Sink] = []
         self.relays: list[Relay] = []
         self.tail: Optional[Tail] = None
         self.stub: Optional[HealthStub] = None
-        self.readiness: Optional[ReadinessWatcher] = None
+        self.startup: Optional[Startup] = None
         self.watch: Optional[Watch] = None
         self.health_check: Optional[PlatformCheck] = None
         self.forensics: Optional[Forensics] = None
         self._notifier: Optional[Notifier] = None
         self._redact: Optional[Redactor] = None
-        self.startup_crashes: Optional[StartupCrashWatch] = None
         self.bind_trap: Optional[BindTrap] = None
-        self.startup_crash: Optional[ParsedTraceback] = None
 
     # -- the steps -------------------------------------------------------------
     def run(self) -> int:
@@ -145,105 +144,62 @@ class Supervisor:
         with SignalInbox(self.reactor, self._on_signal) as self.inbox:
             try:
                 return self._run()
+            except Exception as error:
+                if self.pid is None:
+                    raise
+                return self._without_the_loop(error)
             finally:
                 if self.cgroup is not None:
                     self.cgroup.remove()
 
     def _run(self) -> int:
-        before_exec = self._prepare_reproduction()
-        self._bind()
-        spawned = self._spawn_answering_binds(before_exec)
+        spawned = self._launch()
         if isinstance(spawned, ExecFailure):
             self._start_stub()
             return self._finish(exec_failure=spawned)
         self._start_stub()
+        self._say_conditions()
         self._start_relays()
         self._start_watching()
         while self.reaped is None:
             self.reactor.run_once()
+        # A timer may have reaped before the signals that came with the end were
+        # read: they belong in the report (a forwarded SIGTERM makes it a stop).
+        self.inbox.flush()
         self._on_child_gone()
         return self._finish()
 
-    def _prepare_reproduction(self) -> tuple[Callable[[], None], ...]:
-        """The platform's conditions: checked and set up before anything starts."""
-        config = self.config
-        base: Mapping[str, str] = self.environ
-        if config.env_file is not None or config.clean_env:
-            from .envfile import parse_env_file, reproduce_environment
+    def _launch(self) -> int | ExecFailure:
+        """Prepare, bind and spawn (``launch``); then the loop owns what it made."""
+        from .launch import Launch
 
-            values = parse_env_file(config.env_file) if config.env_file else {}
-            base = reproduce_environment(self.environ, values, config.clean_env)
-        self.child_env = child_environment(base)
-        steps: list[Callable[[], None]] = []
-        if config.no_network:
-            from .netns import check_can_unshare_network, enter_new_network_namespace
-
-            check_can_unshare_network()
-            steps.append(enter_new_network_namespace)
-        if config.memory_limit is not None or config.cpu_limit is not None:
-            from .child_cgroup import ChildCgroup
-
-            self.cgroup = ChildCgroup.create(config.memory_limit, config.cpu_limit)
-            steps.append(self.cgroup.join_in_child)
-            limits = []
-            if config.memory_limit is not None:
-                limits.append(f"memory {config.memory_limit // (1 << 20)} MiB")
-            if config.cpu_limit is not None:
-                limits.append(f"CPU {config.cpu_limit:g}")
-            self.log.info(f"reproducing limits on the child: {', '.join(limits)}")
-        return tuple(steps)
-
-    def _say_the_plan(self) -> None:
-        """An address asked for and not served, or a command without the stub: never silent."""
-        for level, line in self.plan.notices:
-            (self.log.warning if level == "warning" else self.log.info)(line)
-
-    def _bind(self) -> None:
-        """Bind before the child starts: the port answers from the first moment."""
+        launch = Launch(self.config, self.environ, self.log, self.plan, self.reactor,
+                        self.started_mono, self.interactive, arm=self._arm)
         try:
-            self.listener = bind_public(self.plan)
-        except OSError as error:
-            why = f"cannot listen on {plan_address_text(self.plan)}: {error.strerror or error}"
-            if self.plan.mode is not HandoffMode.BIND:
-                raise SupervisorError(why) from None
-            # It binds its own address: it may as well try, and say what it gets.
-            self._replan(why)
+            before_exec = launch.prepare()
+            launch.bind()
+            spawned = launch.spawn(before_exec)
+        finally:
+            self.cgroup = launch.cgroup  # removed at the end, whatever happened
+        self.plan, self.listener, self._pipes = launch.plan, launch.listener, launch.pipes
+        self.child_env, self.env_file_values = launch.child_env, launch.env_file_values
+        self.forensics = launch.forensics
+        if launch.bind_notify_fd is not None:
+            self._answer_binds(launch.bind_notify_fd)
+        return spawned
 
-    def _spawn_answering_binds(self, before_exec: tuple[Callable[[], None], ...]
-                               ) -> int | ExecFailure:
-        """Spawn; a child that binds its own address has that bind answered (``bindtrap``).
+    def _arm(self, pid: int) -> None:
+        self.pid = pid
+        self.inbox.arm(pid, group=self.config.kill_group)
 
-        Where the kernel refuses the filter, the child is started again without
-        it, and without the stub (the app binds its own address), which is said.
-        """
-        if self.plan.mode is not HandoffMode.BIND:
-            self._say_the_plan()
-            return self._spawn(before_exec)
-        from .bindtrap import Pending, refusal
+    def _say_conditions(self) -> None:
+        """What this run imposes on the child, in words, right after the spawn."""
+        from .conditions import condition_lines, conditions
 
-        pending = Pending()
-        environment = dict(self.child_env)  # as it was before the spawn added to it
-        spawned = self._spawn((*before_exec, pending.install_in_child))
-        why = refusal(spawned.message) if isinstance(spawned, ExecFailure) else None
-        if why is None:
-            self._say_the_plan()
-            notify_fd = pending.receive()
-            if notify_fd is not None:
-                self._answer_binds(notify_fd)
-            return spawned
-        pending.close()
-        self._replan(why)
-        self._say_the_plan()
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        self.child_env = environment
-        return self._spawn(before_exec)
-
-    def _replan(self, bind_unavailable: str) -> None:
-        config = self.config
-        self.plan = plan_handoff(config.handoff.value, config.command, config.host,
-                                 config.port, config.health_port, self.environ, bind_unavailable)
+        self.conditions = conditions(self.config, self.environ, self.child_env,
+                                     self.env_file_values)
+        for line in condition_lines(self.conditions):
+            self.log.info(line)
 
     def _answer_binds(self, notify_fd: int) -> None:
         from .bindtrap import BindTrap
@@ -262,56 +218,8 @@ class Supervisor:
 
     def _on_public_bind(self) -> None:
         """A command not known to be a server binds the public port: it is one."""
-        if self.readiness is None and self.reaped is None and self.stub is not None:
-            self._watch_readiness(startup_timeout=False)
-
-    def _spawn(self, before_exec: tuple[Callable[[], None], ...]) -> int | ExecFailure:
-        stderr_read, stderr_write = os.pipe()
-        enlarge_pipe(stderr_write)
-        stdout_read = stdout_write = None
-        if self.config.relay_stdout:
-            stdout_read, stdout_write = os.pipe()
-            enlarge_pipe(stdout_write)
-        pass_fds = {}
-        if self.listener is not None and self.plan.passes_socket:
-            pass_fds[SYSTEMD_FIRST_FD] = self.listener.fileno()
-        self.child_env.update(self.plan.env)
-        self._prepare_forensics()
-        result = spawn(ChildSpec(
-            argv=self.plan.argv,
-            env=self.child_env,
-            stderr_fd=stderr_write,
-            stdout_fd=stdout_write,
-            pass_fds=pass_fds,
-            set_listen_pid=self.plan.mode is HandoffMode.SYSTEMD,
-            before_exec=before_exec,
-            take_terminal=self.interactive,
-        ))
-        for fd in (stderr_write, stdout_write):
-            if fd is not None:
-                os.close(fd)
-        self._pipes = (stderr_read, stdout_read)
-        if isinstance(result, ExecFailure):
-            for fd in self._pipes:
-                if fd is not None:
-                    os.close(fd)
-            return result
-        self.pid = result
-        self.inbox.arm(result, group=self.config.kill_group)
-        return result
-
-    def _prepare_forensics(self) -> None:
-        """The import profile's variable for a Python child (``forensics`` imports only os)."""
-        from .forensics import Forensics, budget_of
-
-        config = self.config
-        self.forensics = Forensics(
-            self.reactor, self.log, self.started_mono,
-            getattr(config, "stack_interval_s", 1.0),
-            budget_of(config.platform, config.health_check),
-        )
-        self.forensics.prepare(self.plan.argv, self.child_env,
-                               disabled=getattr(config, "no_import_profile", False))
+        if self.startup is not None and self.startup.readiness is None and self.reaped is None:
+            self.startup.watch(startup_timeout=False)
 
     def _start_stub(self) -> None:
         """Answer on the bound socket; until now the kernel's backlog held callers."""
@@ -339,10 +247,11 @@ class Supervisor:
         from .relay import Relay, Tail
 
         stderr_read, stdout_read = self._pipes
-        self.tail = Tail()
-        line_filter = self.forensics.line_filter() if self.forensics is not None else None
-        self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail,
-                                 line_filter=line_filter))
+        if stderr_read is not None:
+            self.tail = Tail()
+            line_filter = self.forensics.line_filter() if self.forensics is not None else None
+            self.relays.append(Relay(self.reactor, stderr_read, self.sinks[0], self.tail,
+                                     line_filter=line_filter))
         if stdout_read is not None:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
@@ -373,7 +282,7 @@ class Supervisor:
             )
         elif not become_subreaper():
             self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
-        from .memory import TerminationLog
+        from .termination_log import TerminationLog
         from .watch import Watch
 
         _, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
@@ -383,9 +292,10 @@ class Supervisor:
             phase=lambda: self.phase.value, alive=lambda: self.reaped is None,
             warn=lambda text, context: self._on_memory_warning(redact.text(text), context),
         )
-        if self.phase is Phase.STARTING:
-            self._watch_readiness()
-            self._watch_startup_crashes()
+        self._start_startup()
+        if self.phase is Phase.STARTING and self.startup is not None:
+            self.startup.watch()
+            self.startup.watch_crashes()
         if self.forensics is not None and self.pid is not None:
             # Starting: not ready yet, or readiness is not tracked (no hand-off) and
             # the startup timeout has not passed.
@@ -396,6 +306,23 @@ class Supervisor:
                          and self._uptime() < self.config.startup_timeout_s),
                 self.environ.get("PATH"),
             )
+
+    def _start_startup(self) -> None:
+        """What watches the start; a command without the stub has no start to watch."""
+        if self.stub is None or self.pid is None:
+            return
+        from .starting import Startup
+
+        self.startup = Startup(
+            self.reactor, self.log, self.config, self.plan, self.pid, self.stub, self.listener,
+            self.relays[0] if self.tail is not None else None, self.started_mono,
+            on_ready=self._on_ready, still_starting=self._still_starting,
+            alive=lambda: self.reaped is None,
+        )
+
+    def _still_starting(self) -> bool:
+        self._reap()  # an end at a deadline is that end, not a timeout
+        return self.phase is Phase.STARTING and self.reaped is None
 
     def _on_memory_warning(self, text: str, context: dict[str, Any]) -> None:
         self.notifier.send_memory_warning(text, context)
@@ -408,10 +335,8 @@ class Supervisor:
             relay.drain()
         assert self.pid is not None
         stop_group(self.pid, self.reactor, self.log)
-        if self.readiness is not None:
-            self.readiness.stop()
-        if self.startup_crashes is not None:
-            self.startup_crashes.stop()
+        if self.startup is not None:
+            self.startup.stop()
         if self.bind_trap is not None and not self.bind_trap.closed:
             self.reactor.remove_reader(self.bind_trap.notify_fd)
             self.bind_trap.close()
@@ -421,141 +346,82 @@ class Supervisor:
             self.forensics.close()
 
     def _finish(self, exec_failure: Optional[ExecFailure] = None) -> int:
+        if self._one_shot_done_quietly(exec_failure):
+            return 0
         from .finish import finish
 
         return finish(self._facts(exec_failure), self._finish_parts())
+
+    def _one_shot_done_quietly(self, exec_failure: Optional[ExecFailure]) -> bool:
+        """A command with no socket that exited 0 unasked, and nobody wants a report.
+
+        ``finish`` would print no block and send nothing for it (cause ``exited``
+        without a hand-off), so its imports are skipped: a short command then
+        costs little more than tini.
+        """
+        watch = self.watch
+        return (
+            exec_failure is None and self.reaped is not None and self.reaped.wait_status == 0
+            and self.plan.mode is HandoffMode.NONE and self.stop_signal is None
+            and not self.config.report_file and self.health_check is None
+            and (watch is None or not watch.termination_log.enabled)
+        )
+
+    def _without_the_loop(self, error: Exception) -> int:
+        """The loop failed while the child runs: carry on as tini would (``fallback``)."""
+        for sink in self.sinks:  # what is buffered, then the lines go out directly
+            try:
+                sink.flush(time.monotonic() + 1.0)
+            except Exception:  # it may be what broke: go on without it
+                pass
+        self.log.set_writer(direct_writer(2))
+        # Each open pipe (the relay closes its own at EOF) goes on where it went.
+        pipes = [(fd, to) for fd, to in zip(self._pipes, (2, 1)) if fd is not None]
+        copies = {fd: to for n, (fd, to) in enumerate(pipes)
+                  if n >= len(self.relays) or not self.relays[n].closed}
+        assert self.pid is not None
+
+        def report() -> dict[str, object]:
+            tail = self.tail.text() if self.tail is not None else ""
+            return {"command": self.redact.argv(self.plan.argv), "phase": self.phase.value,
+                    "uptime_s": round(self._uptime(), 3), "ready_after_s": self.ready_after_s,
+                    "signals_received": [{"signal": name, "at_s": at} for name, at in self.signals],
+                    "stderr_tail": self.redact.text(tail)}
+
+        return carry_on(
+            error, inbox=self.inbox, pid=self.pid, reaped=self.reaped, copies=copies,
+            keep=self.tail.append if self.tail is not None else None, log=self.log,
+            report_file=self.config.report_file, report=report, stop_signal=self.stop_signal,
+        )
 
     # -- the phase -------------------------------------------------------------
     def _enter(self, phase: Phase) -> bool:
         """Move to ``phase`` if the table allows it; the one place the phase changes."""
         if phase not in TRANSITIONS[self.phase]:
             return False
-        if self.phase is Phase.STARTING:
-            if self.readiness is not None:
-                self.readiness.stop()
-            if self.startup_crashes is not None:
-                self.startup_crashes.stop()
-            if self.startup_timer is not None:
-                self.startup_timer.cancel()
+        if self.phase is Phase.STARTING and self.startup is not None:
+            self.startup.stop()
         self.phase = phase
         return True
 
     # -- readiness -------------------------------------------------------------
-    def _watch_readiness(self, startup_timeout: bool = True) -> None:
-        assert self.pid is not None and self.stub is not None
-        from .readiness import ReadinessWatcher, proc_readiness_supported
-
-        stub = self.stub
-        port_mode = self.plan.mode is HandoffMode.PORT
-        self.readiness = ReadinessWatcher(
-            self.reactor, pid=self.pid, on_ready=self._on_ready, listener=self.listener,
-            pause_stub=None if port_mode or self.plan.unix_path else stub.pause_accepting,
-            app_port=self.plan.app_port if port_mode else None,
-        )
-        if startup_timeout:
-            self.startup_timer = self.reactor.call_later(
-                self.config.startup_timeout_s, self._on_startup_timeout
-            )
-        if self.readiness.start(proc_readiness_supported()) is not None:
-            self.log.info("readiness: /proc cannot tell here; using uvicorn's log lines")
-            self.relays[0].on_chunk = self.readiness.chunk
-
-    def _watch_startup_crashes(self) -> None:
-        """Processes dying at start-up while the server waits on: concluded, not waited out."""
-        if self.tail is None:
-            return
-        from .startcrash import StartupCrashWatch
-
-        self.startup_crashes = watch = StartupCrashWatch(
-            self.reactor, reloads=self.plan.reloads, started=self.started_mono,
-            on_conclude=self._on_startup_crash_loop,
-            on_crash=self._on_reload_crash,
-        )
-        relay = self.relays[0]
-        previous = relay.on_chunk
-
-        def chunk(data: bytes) -> None:
-            if previous is not None:
-                previous(data)
-            watch.chunk(data)
-
-        relay.on_chunk = chunk
-
-    def _on_startup_crash_loop(self, traceback: ParsedTraceback, deaths: int) -> None:
-        self._reap()
-        if self.phase is not Phase.STARTING or self.reaped is not None or self.pid is None:
-            return
-        self.startup_crash = traceback
-        grace = self.config.stop_timeout_s
-        self.log.warning(
-            f"the app died {deaths} time(s) while starting ({traceback.summary()}) and the "
-            f"server waits on: stopping it (SIGTERM, SIGKILL in {grace:g} s)"
-        )
-        send_signal(self.pid, signal.SIGTERM, group=True)
-        self.reactor.call_later(grace, self._kill_group)
-
-    def _on_reload_crash(self, traceback: ParsedTraceback) -> None:
-        from .causes import frame_text
-
-        where = frame_text(traceback.innermost_app_frame())
-        self.log.error(f"the app crashed while starting: {traceback.summary()}"
-                       + (f" at {where}" if where else "") + "; the reloader waits for a change")
-
     def _on_app_accepts(self) -> None:
-        if self.readiness is not None:
-            self.readiness.app_accepts()
+        if self.startup is not None:
+            self.startup.app_accepts()
 
     def _on_ready(self, strategy: Strategy) -> None:
         # A command not known to be a server was RUNNING already when it bound the port.
         late = self.phase is Phase.RUNNING and self.ready_after_s is None
         if self.reaped is not None or not (late or self._enter(Phase.RUNNING)):
             return
-        if late and self.readiness is not None:
-            self.readiness.stop()
-        self.relays[0].on_chunk = None
+        assert self.startup is not None
+        self.startup.stop()
         self.ready_after_s = self.reactor.clock() - self.started_mono
-        assert self.stub is not None and self.listener is not None
-        if self.plan.mode is HandoffMode.PORT:
-            self.stub.mark_serving()
-            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app answers on port "
-                          f"{self.plan.app_port}")
-        elif is_unix(self.listener):
-            self.stub.hand_off((self.plan.unix_path,))
-            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
-                          f"{address_text(self.listener)} now")
-        else:
-            address = loopback_address(self.listener)
-            self.stub.hand_off(address)
-            self.log.info(f"ready after {self.ready_after_s:.2f} s: the app owns "
-                          f"{address_text(self.listener)} now")
-            from .appcheck import warn_if_health_path_missing
-
-            warn_if_health_path_missing(self.reactor, self.log, address, self.config.health_path)
+        self.startup.hand_off(self.ready_after_s)
         if self.watch is not None:
             self.watch.write_status()
         if self.forensics is not None:
             self.forensics.on_ready(self.ready_after_s)
-
-    def _on_startup_timeout(self) -> None:
-        self._reap()  # as in _on_stop_timeout: an end at the deadline is that end
-        if self.phase is not Phase.STARTING or self.reaped is not None:
-            return
-        self.startup_timed_out = True
-        self.log.warning(
-            f"not ready within {self.config.startup_timeout_s:g} s: sending SIGABRT for a "
-            f"stack dump, SIGKILL in {ABORT_GRACE_S:g} s"
-        )
-        self._abort_for_stack_dump()
-
-    def _abort_for_stack_dump(self) -> None:
-        """SIGABRT (faulthandler prints where every thread is), then SIGKILL the group."""
-        assert self.pid is not None
-        send_signal(self.pid, signal.SIGABRT, group=True)
-        self.reactor.call_later(ABORT_GRACE_S, self._kill_group)
-
-    def _kill_group(self) -> None:
-        if self.pid is not None and self.reaped is None:
-            send_signal(self.pid, signal.SIGKILL, group=True)
 
     # -- the platform's health check ---------------------------------------------
     def _start_health_check(self) -> None:
@@ -569,22 +435,24 @@ class Supervisor:
         else:
             address = ("127.0.0.1", self.config.port or 8000)
         stub = self.stub
-        self.health_check = PlatformCheck(
-            self.reactor, self.log, spec, self.config.platform, address,
-            stub_active=lambda: stub is not None and stub.phase.value != "ready",
-            on_give_up=self._on_platform_gives_up,
-        )
+        try:
+            self.health_check = PlatformCheck(
+                self.reactor, self.log, spec, self.config.platform, address,
+                stub_active=lambda: stub is not None and stub.phase.value != "ready",
+                on_give_up=self._on_platform_gives_up,
+            )
+        except (RuntimeError, OSError) as error:  # no thread (pids limit), no pipe (EMFILE)
+            self.log.warning(f"cannot run the platform's health check ({error}): switched off; "
+                             "the app runs on")
 
     def _on_platform_gives_up(self, reason: str) -> None:
         if self.reaped is not None:
             return
-        if self.phase is Phase.STARTING:
+        if self.phase is Phase.STARTING and self.startup is not None:
             # The platform stops the container here; a stack dump says where it was.
-            self.startup_timed_out = True
-            self.startup_summary = "not ready when the platform's health check gave up"
-            self.log.warning(f"{reason}: stopping the app, SIGABRT for a stack dump, "
-                             "then SIGKILL")
-            self._abort_for_stack_dump()
+            self.startup.give_up("not ready when the platform's health check gave up",
+                                 f"{reason}: stopping the app, SIGABRT for a stack dump, "
+                                 "then SIGKILL")
         else:
             self.log.warning(reason.replace("would give up now", "would replace this instance now"))
 
@@ -606,14 +474,18 @@ class Supervisor:
             return
         alive = self.pid is not None and self.reaped is None
         if alive and not forwarded:
-            # It came before the spawn, or while reaping: forward it now.
-            assert self.pid is not None
-            send_signal(self.pid, signum, group=self.config.kill_group)
-        if alive:
+            # It came before the child was armed, or while reaping: forward it now.
+            forwarded = self.inbox.forward(signum)
+        # Forwarded from the handler, it reached the child even when an earlier
+        # SIGCHLD's turn has reaped it since (it may have died of this very signal).
+        reached = alive or forwarded
+        if reached:
             self.forwarded.add(signum)
         self.signals.append((signal_name(signum), round(self._uptime(), 3)))
-        if alive and signum in STOP_SIGNALS and self._enter(Phase.STOPPING):
+        if reached and signum in STOP_SIGNALS and self._enter(Phase.STOPPING):
             self.stop_signal = signum
+            if self.reaped is not None:
+                return  # it is over already: no grace to wait out
             grace = self.config.stop_timeout_s
             self.log.info(
                 f"{signal_name(signum)} forwarded to pid {self.pid}; "
@@ -663,12 +535,9 @@ class Supervisor:
         owner = getattr(callback, "__self__", None)
         if owner is self.inbox or callback in (self._reap_tick, self._reap):
             return False
-        import traceback
-
         name = getattr(callback, "__qualname__", repr(callback))
-        lines = traceback.format_exception(type(error), error, error.__traceback__)
-        self.log.error(f"internal error in {name}, that part is switched off; the app runs on:\n"
-                       + "".join(lines).rstrip())
+        self.log.error(f"internal error in {name} ({type(error).__name__}: {error}), that part "
+                       "is switched off; the app runs on" + traceback_text(error))
         return True
 
     # -- the facts ---------------------------------------------------------------
@@ -679,6 +548,7 @@ class Supervisor:
         from .facts import RunFacts
 
         exit = None if self.reaped is None else ExitStatus.from_wait_status(self.reaped.wait_status)
+        startup = self.startup
         return RunFacts(
             command=tuple(self.config.command),
             argv=tuple(self.plan.argv),
@@ -695,8 +565,8 @@ class Supervisor:
             stop_signal=self.stop_signal,
             stop_timeout_s=self.config.stop_timeout_s,
             stop_timed_out=self.stop_timed_out,
-            startup_timed_out=self.startup_timed_out,
-            startup_summary=self.startup_summary,
+            startup_timed_out=startup is not None and startup.timed_out,
+            startup_summary=startup.summary if startup is not None else "",
             exit=exit,
             exec_failure=exec_failure,
             memory=self._memory_facts(exit),
@@ -721,7 +591,9 @@ class Supervisor:
             config=self.config, reactor=self.reactor, log=self.log, redact=self.redact,
             notifier=self.notifier, sinks=self.sinks, stub=self.stub, listener=self.listener,
             termination_log=self.watch.termination_log if self.watch is not None else None,
-            health_check=result, forensics=self.forensics, startup_crash=self.startup_crash,
+            health_check=result, conditions=self.conditions, child_env=self.child_env,
+            environ=self.environ, forensics=self.forensics,
+            startup_crash=self.startup.crash if self.startup is not None else None,
         )
 
     @property
