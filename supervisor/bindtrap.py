@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     import socket
     from typing import Any, Callable, Literal, Optional
 
+    from .handoff import HandoffPlan
+    from .log import Logger
+    from .reactor import Reactor
+
 MINIMUM_KERNEL = (5, 9)
 # machine -> (AUDIT_ARCH_*, __NR_seccomp, __NR_bind); pidfd_getfd is 438 everywhere.
 _ARCHES = {
@@ -425,3 +429,20 @@ def _is_cloexec(tid: int, fd: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return True
+
+
+def answer_binds(
+    reactor: Reactor, notify_fd: int, listener: Optional[socket.socket], plan: HandoffPlan,
+    log: Logger, on_bound: Callable[[], None],
+) -> BindTrap:
+    """Answer the child's binds of the public port from the loop, until the filter closes."""
+    assert listener is not None and plan.bind_port is not None
+    trap = BindTrap(notify_fd, listener, plan.bind_port, log.info, on_bound=on_bound)
+
+    def on_readable() -> None:
+        if not trap.on_readable():
+            reactor.remove_reader(notify_fd)
+            trap.close()
+
+    reactor.add_reader(notify_fd, on_readable)
+    return trap

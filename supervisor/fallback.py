@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Mapping, Optional
 
     from .log import Logger
+    from .loop import Supervisor
     from .pid1 import Reaped, SignalInbox
 
 FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
@@ -148,3 +149,34 @@ def direct_writer(fd: int) -> Callable[[bytes], None]:
                 return
 
     return write
+
+
+def carry_on_after(sup: Supervisor, error: Exception) -> int:
+    """The loop failed while the child runs: carry on with what the loop had set up."""
+    for sink in sup.sinks:  # what is buffered, then the lines go out directly
+        try:
+            sink.flush(time.monotonic() + 1.0)
+        except Exception:  # it may be what broke: go on without it
+            pass
+    sup.log.set_writer(direct_writer(2))
+    # Each open pipe (the relay closes its own at EOF) goes on where it went.
+    pipes = [(fd, to) for fd, to in zip(sup._pipes, (2, 1)) if fd is not None]
+    copies = {fd: to for n, (fd, to) in enumerate(pipes)
+              if n >= len(sup.relays) or not sup.relays[n].closed}
+    assert sup.pid is not None
+    tail = sup.tail
+
+    def report() -> dict[str, object]:
+        text = tail.text() if tail is not None else ""
+        return {"command": sup.redact.argv(sup.plan.argv), "phase": sup.phase.value,
+                "uptime_s": round(sup.uptime(), 3), "ready_after_s": sup.ready_after_s,
+                "signals_received": [{"signal": name, "at_s": at} for name, at in sup.signals],
+                "stderr_tail": sup.redact.text(text)}
+
+    if sup.bind_trap is not None and not sup.bind_trap.closed:
+        sup.bind_trap.close()  # a bind after this would wait forever for an answer
+    return carry_on(
+        error, inbox=sup.inbox, pid=sup.pid, reaped=sup.reaped, copies=copies,
+        keep=tail.append if tail is not None else None, log=sup.log,
+        report_file=sup.config.report_file, report=report, stop_signal=sup.stop_signal,
+    )

@@ -12,29 +12,23 @@ Data flows one way: Config -> spawn -> loop -> RunFacts -> cause -> report -> st
 
 from __future__ import annotations
 
-import enum
 import signal
-import sys
 import time
 
 from .bindtrap import unavailable_reason
-from .child import (
-    ExecFailure,
-    ExitStatus,
-    holds_terminal,
-)
-from .config import Config, EarlyRequests
+from .child import ExecFailure, holds_terminal
+from .config import Config
 from .errors import UsageError
-from .fallback import carry_on, direct_writer, traceback_text
-from .handoff import HandoffMode, HandoffPlan, plan_handoff
-from .listener import is_unix, loopback_address
+from .fallback import carry_on_after, traceback_text
+from .handoff import HandoffPlan, plan_handoff
 from .log import Logger
 from .output import Sink
+from .phase import TRANSITIONS, Phase
 from .pid1 import (
     STOP_SIGNALS,
     Reaped,
     SignalInbox,
-    become_subreaper,
+    adopt_orphans,
     reap_all,
     send_signal,
     signal_name,
@@ -52,11 +46,8 @@ if TYPE_CHECKING:
 
     from .bindtrap import BindTrap
     from .child_cgroup import ChildCgroup
-    from .facts import RunFacts
-    from .finish import FinishParts
     from .forensics import Forensics
     from .health import HealthStub
-    from .memory import MemoryFacts, MemoryWatcher
     from .notify import Notifier
     from .platform_check import PlatformCheck
     from .readiness import Strategy
@@ -67,29 +58,13 @@ if TYPE_CHECKING:
 
 # A safety net under SIGCHLD, as tini's 1 s sigtimedwait: reap even if a wakeup was lost.
 REAP_INTERVAL_S = 1.0
-# After SIGABRT for a stack dump, how long faulthandler gets before SIGKILL.
-ABORT_GRACE_S = 2.0
 # After the spawn, the loop first serves the stub; memory and readiness start then.
 WATCH_DELAY_S = 0.01
 
 
-class Phase(enum.Enum):
-    """Where the child was in its life; the report says which phase it died in."""
-
-    STARTING = "starting"  # spawned, not yet ready
-    RUNNING = "running"  # ready and serving (or readiness is not tracked)
-    STOPPING = "stopping"  # a stop signal was forwarded
-
-
-# Every allowed move; ``Supervisor._enter`` is the only place the phase changes.
-TRANSITIONS = {
-    Phase.STARTING: (Phase.RUNNING, Phase.STOPPING),
-    Phase.RUNNING: (Phase.STOPPING,),
-    Phase.STOPPING: (),
-}
-
-
 class Supervisor:
+    """One run: ``run()`` starts the child, watches it to its end and returns the status."""
+
     def __init__(
         self, config: Config, environ: Mapping[str, str], log: Logger,
         reactor: Optional[Reactor] = None,
@@ -147,17 +122,19 @@ class Supervisor:
             except Exception as error:
                 if self.pid is None:
                     raise
-                return self._without_the_loop(error)
+                return carry_on_after(self, error)
             finally:
                 if self.cgroup is not None:
                     self.cgroup.remove()
 
     def _run(self) -> int:
         spawned = self._launch()
+        from .starting import start_stub
+
         if isinstance(spawned, ExecFailure):
-            self._start_stub()
+            self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
             return self._finish(exec_failure=spawned)
-        self._start_stub()
+        self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
         self._say_conditions()
         self._start_relays()
         self._start_watching()
@@ -185,7 +162,10 @@ class Supervisor:
         self.child_env, self.env_file_values = launch.child_env, launch.env_file_values
         self.forensics = launch.forensics
         if launch.bind_notify_fd is not None:
-            self._answer_binds(launch.bind_notify_fd)
+            from .bindtrap import answer_binds
+
+            self.bind_trap = answer_binds(self.reactor, launch.bind_notify_fd, self.listener,
+                                          self.plan, self.log, on_bound=self._on_public_bind)
         return spawned
 
     def _arm(self, pid: int) -> None:
@@ -201,47 +181,10 @@ class Supervisor:
         for line in condition_lines(self.conditions):
             self.log.info(line)
 
-    def _answer_binds(self, notify_fd: int) -> None:
-        from .bindtrap import BindTrap
-
-        assert self.listener is not None and self.plan.bind_port is not None
-        trap = BindTrap(notify_fd, self.listener, self.plan.bind_port, self.log.info,
-                        on_bound=self._on_public_bind)
-
-        def on_readable() -> None:
-            if not trap.on_readable():
-                self.reactor.remove_reader(notify_fd)
-                trap.close()
-
-        self.bind_trap = trap
-        self.reactor.add_reader(notify_fd, on_readable)
-
     def _on_public_bind(self) -> None:
         """A command not known to be a server binds the public port: it is one."""
         if self.startup is not None and self.startup.readiness is None and self.reaped is None:
             self.startup.watch(startup_timeout=False)
-
-    def _start_stub(self) -> None:
-        """Answer on the bound socket; until now the kernel's backlog held callers."""
-        if self.listener is None:
-            return
-        from .health import HealthStub
-
-        hold = self.config.early_requests is EarlyRequests.HOLD
-        self.stub = HealthStub(
-            self.reactor,
-            self.listener,
-            health_path=self.config.health_path,
-            ready_path=self.config.ready_path,
-            starting_status=self.config.starting_status,
-            # In port mode other paths on the health port are not the app's traffic.
-            hold_early_requests=(hold and self.plan.mode is not HandoffMode.PORT
-                                 and not is_unix(self.listener)),
-            hold_timeout_s=min(30.0, self.config.startup_timeout_s),
-            log=self.log.warning,
-            on_app_accepts=self._on_app_accepts,
-        )
-        self.stub.start()
 
     def _start_relays(self) -> None:
         from .relay import Relay, Tail
@@ -275,19 +218,13 @@ class Supervisor:
         # Here, after the stub's first answers: outside PID 1, ctypes costs a few
         # ms. A child this young has orphaned nothing yet (and as PID 1 every
         # orphan comes to us anyway).
-        if not sys.platform.startswith("linux"):
-            self.log.info(
-                "not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
-                "readiness from uvicorn's log lines"
-            )
-        elif not become_subreaper():
-            self.log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
+        adopt_orphans(self.log)
         from .termination_log import TerminationLog
-        from .watch import Watch
+        from .watch import Watch, create_memory_watcher
 
         _, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
         self.watch = Watch(
-            self.reactor, self.log, self._create_memory_watcher(),
+            self.reactor, self.log, create_memory_watcher(self),
             self.config.memory_interval_s, TerminationLog(self.config.termination_log),
             phase=lambda: self.phase.value, alive=lambda: self.reaped is None,
             warn=lambda text, context: self._on_memory_warning(redact.text(text), context),
@@ -303,7 +240,7 @@ class Supervisor:
                 self.pid,
                 lambda: (self.reaped is None and self.ready_after_s is None
                          and self.phase is not Phase.STOPPING
-                         and self._uptime() < self.config.startup_timeout_s),
+                         and self.uptime() < self.config.startup_timeout_s),
                 self.environ.get("PATH"),
             )
 
@@ -346,53 +283,13 @@ class Supervisor:
             self.forensics.close()
 
     def _finish(self, exec_failure: Optional[ExecFailure] = None) -> int:
-        if self._one_shot_done_quietly(exec_failure):
+        from .collect import finish_parts, quiet_one_shot, run_facts
+
+        if quiet_one_shot(self, exec_failure):
             return 0
         from .finish import finish
 
-        return finish(self._facts(exec_failure), self._finish_parts())
-
-    def _one_shot_done_quietly(self, exec_failure: Optional[ExecFailure]) -> bool:
-        """A command with no socket that exited 0 unasked, and nobody wants a report.
-
-        ``finish`` would print no block and send nothing for it (cause ``exited``
-        without a hand-off), so its imports are skipped: a short command then
-        costs little more than tini.
-        """
-        watch = self.watch
-        return (
-            exec_failure is None and self.reaped is not None and self.reaped.wait_status == 0
-            and self.plan.mode is HandoffMode.NONE and self.stop_signal is None
-            and not self.config.report_file and self.health_check is None
-            and (watch is None or not watch.termination_log.enabled)
-        )
-
-    def _without_the_loop(self, error: Exception) -> int:
-        """The loop failed while the child runs: carry on as tini would (``fallback``)."""
-        for sink in self.sinks:  # what is buffered, then the lines go out directly
-            try:
-                sink.flush(time.monotonic() + 1.0)
-            except Exception:  # it may be what broke: go on without it
-                pass
-        self.log.set_writer(direct_writer(2))
-        # Each open pipe (the relay closes its own at EOF) goes on where it went.
-        pipes = [(fd, to) for fd, to in zip(self._pipes, (2, 1)) if fd is not None]
-        copies = {fd: to for n, (fd, to) in enumerate(pipes)
-                  if n >= len(self.relays) or not self.relays[n].closed}
-        assert self.pid is not None
-
-        def report() -> dict[str, object]:
-            tail = self.tail.text() if self.tail is not None else ""
-            return {"command": self.redact.argv(self.plan.argv), "phase": self.phase.value,
-                    "uptime_s": round(self._uptime(), 3), "ready_after_s": self.ready_after_s,
-                    "signals_received": [{"signal": name, "at_s": at} for name, at in self.signals],
-                    "stderr_tail": self.redact.text(tail)}
-
-        return carry_on(
-            error, inbox=self.inbox, pid=self.pid, reaped=self.reaped, copies=copies,
-            keep=self.tail.append if self.tail is not None else None, log=self.log,
-            report_file=self.config.report_file, report=report, stop_signal=self.stop_signal,
-        )
+        return finish(run_facts(self, exec_failure), finish_parts(self))
 
     # -- the phase -------------------------------------------------------------
     def _enter(self, phase: Phase) -> bool:
@@ -425,25 +322,14 @@ class Supervisor:
 
     # -- the platform's health check ---------------------------------------------
     def _start_health_check(self) -> None:
-        spec = self.config.health_check
-        if spec is None:
-            return
-        from .platform_check import PlatformCheck
+        from .platform_check import start_platform_check
 
-        if self.listener is not None:
-            address = loopback_address(self.listener)
-        else:
-            address = ("127.0.0.1", self.config.port or 8000)
         stub = self.stub
-        try:
-            self.health_check = PlatformCheck(
-                self.reactor, self.log, spec, self.config.platform, address,
-                stub_active=lambda: stub is not None and stub.phase.value != "ready",
-                on_give_up=self._on_platform_gives_up,
-            )
-        except (RuntimeError, OSError) as error:  # no thread (pids limit), no pipe (EMFILE)
-            self.log.warning(f"cannot run the platform's health check ({error}): switched off; "
-                             "the app runs on")
+        self.health_check = start_platform_check(
+            self.reactor, self.log, self.config, self.listener,
+            stub_active=lambda: stub is not None and stub.phase.value != "ready",
+            on_give_up=self._on_platform_gives_up,
+        )
 
     def _on_platform_gives_up(self, reason: str) -> None:
         if self.reaped is not None:
@@ -455,17 +341,6 @@ class Supervisor:
                                  "then SIGKILL")
         else:
             self.log.warning(reason.replace("would give up now", "would replace this instance now"))
-
-    def _create_memory_watcher(self) -> MemoryWatcher:
-        assert self.pid is not None
-        from .memory import MemoryWatcher
-
-        watcher = MemoryWatcher(
-            self.config.memory_interval_s, self.config.memory_warn, clock=self.reactor.clock,
-            cgroup=self.cgroup.memory if self.cgroup is not None else None,
-        )
-        watcher.start(self.pid, self.started_mono)
-        return watcher
 
     # -- signals and reaping -------------------------------------------------------
     def _on_signal(self, signum: int, forwarded: bool) -> None:
@@ -481,7 +356,7 @@ class Supervisor:
         reached = alive or forwarded
         if reached:
             self.forwarded.add(signum)
-        self.signals.append((signal_name(signum), round(self._uptime(), 3)))
+        self.signals.append((signal_name(signum), round(self.uptime(), 3)))
         if reached and signum in STOP_SIGNALS and self._enter(Phase.STOPPING):
             self.stop_signal = signum
             if self.reaped is not None:
@@ -541,60 +416,8 @@ class Supervisor:
         return True
 
     # -- the facts ---------------------------------------------------------------
-    def _uptime(self) -> float:
+    def uptime(self) -> float:
         return self.reactor.clock() - self.started_mono
-
-    def _facts(self, exec_failure: Optional[ExecFailure]) -> RunFacts:
-        from .facts import RunFacts
-
-        exit = None if self.reaped is None else ExitStatus.from_wait_status(self.reaped.wait_status)
-        startup = self.startup
-        return RunFacts(
-            command=tuple(self.config.command),
-            argv=tuple(self.plan.argv),
-            handoff=("none" if self.plan.mode is HandoffMode.BIND and (
-                self.bind_trap is None or not self.bind_trap.answered) else self.plan.mode.value),
-            pid=self.pid,
-            started_at=self.started_at,
-            ended_at=time.time(),
-            uptime_s=self._uptime(),
-            phase=self.phase.value,
-            ready_after_s=self.ready_after_s,
-            signals=tuple(self.signals),
-            forwarded=frozenset(self.forwarded),
-            stop_signal=self.stop_signal,
-            stop_timeout_s=self.config.stop_timeout_s,
-            stop_timed_out=self.stop_timed_out,
-            startup_timed_out=startup is not None and startup.timed_out,
-            startup_summary=startup.summary if startup is not None else "",
-            exit=exit,
-            exec_failure=exec_failure,
-            memory=self._memory_facts(exit),
-            stderr_tail=self.tail.text() if self.tail is not None else "",
-            interactive=self.interactive,
-        )
-
-    def _memory_facts(self, exit: Optional[ExitStatus]) -> Optional[MemoryFacts]:
-        if self.reaped is None or exit is None:
-            return None
-        # It may have ended before the watchers started: wait4's figures still count.
-        memory = self.watch.memory if self.watch is not None else self._create_memory_watcher()
-        facts: MemoryFacts = memory.finish(self.reaped.max_rss_bytes,
-                                           killed_by_sigkill=exit.signal == signal.SIGKILL)
-        return facts
-
-    def _finish_parts(self) -> FinishParts:
-        from .finish import FinishParts
-
-        result = self.health_check.result() if self.health_check is not None else None
-        return FinishParts(
-            config=self.config, reactor=self.reactor, log=self.log, redact=self.redact,
-            notifier=self.notifier, sinks=self.sinks, stub=self.stub, listener=self.listener,
-            termination_log=self.watch.termination_log if self.watch is not None else None,
-            health_check=result, conditions=self.conditions, child_env=self.child_env,
-            environ=self.environ, forensics=self.forensics,
-            startup_crash=self.startup.crash if self.startup is not None else None,
-        )
 
     @property
     def redact(self) -> Redactor:
@@ -616,11 +439,6 @@ class Supervisor:
                 self.environ,
             )
         return self._notifier
-
-
-def _address_text(listener: socket.socket) -> str:
-    host, port = listener.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(config: Config, environ: Mapping[str, str], log: Logger) -> int:

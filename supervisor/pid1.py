@@ -368,6 +368,15 @@ def prctl(option: int, value: int) -> bool:
     return bool(call(function, (option, value, 0, 0, 0)) == 0)
 
 
+def adopt_orphans(log: Logger) -> None:
+    """Become the subreaper (or say why not): orphans of the app are reaped here too."""
+    if not sys.platform.startswith("linux"):
+        log.info("not Linux: no subreaper, cgroup figures, OOM evidence or oom_score_adj; "
+                 "readiness from uvicorn's log lines")
+    elif not become_subreaper():
+        log.warning("cannot adopt orphaned processes (not PID 1, no subreaper)")
+
+
 def group_is_alive(pgid: int) -> bool:
     """Whether the process group has a member that is not a zombie.
 

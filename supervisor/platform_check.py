@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
-    from .config import HealthCheckSpec
+    import socket
+
+    from .config import Config, HealthCheckSpec
     from .log import Logger
     from .prober import PlatformHealthCheck
     from .reactor import Reactor
@@ -59,3 +61,24 @@ class PlatformCheck:
         result = self._prober.result()
         self._prober.close()
         return result
+
+
+def start_platform_check(
+    reactor: Reactor, log: Logger, config: Config, listener: Optional[socket.socket],
+    stub_active: Callable[[], bool], on_give_up: Callable[[str], None],
+) -> Optional[PlatformCheck]:
+    """The check when one is asked for; None when not, or when it cannot run here."""
+    spec = config.health_check
+    if spec is None:
+        return None
+    from .listener import loopback_address
+
+    address = (loopback_address(listener) if listener is not None
+               else ("127.0.0.1", config.port or 8000))
+    try:
+        return PlatformCheck(reactor, log, spec, config.platform, address,
+                             stub_active=stub_active, on_give_up=on_give_up)
+    except (RuntimeError, OSError) as error:  # no thread (pids limit), no pipe (EMFILE)
+        log.warning(f"cannot run the platform's health check ({error}): switched off; "
+                    "the app runs on")
+        return None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .handoff import HandoffPlan
     from .health import HealthStub
     from .log import Logger
+    from .loop import Supervisor
     from .reactor import Reactor, Timer
     from .readiness import ReadinessWatcher, Strategy
     from .relay import Relay
@@ -181,3 +182,29 @@ class Startup:
         where = frame_text(traceback.innermost_app_frame())
         self._log.error(f"the app crashed while starting: {traceback.summary()}"
                         + (f" at {where}" if where else "") + "; the reloader waits for a change")
+
+
+def start_stub(sup: Supervisor, on_app_accepts: Callable[[], None]) -> Optional[HealthStub]:
+    """Answer on the bound socket; until now the kernel's backlog held callers."""
+    listener, config = sup.listener, sup.config
+    if listener is None:
+        return None
+    from .config import EarlyRequests
+    from .health import HealthStub
+
+    hold = config.early_requests is EarlyRequests.HOLD
+    stub = HealthStub(
+        sup.reactor,
+        listener,
+        health_path=config.health_path,
+        ready_path=config.ready_path,
+        starting_status=config.starting_status,
+        # In port mode other paths on the health port are not the app's traffic.
+        hold_early_requests=(hold and sup.plan.mode is not HandoffMode.PORT
+                             and not is_unix(listener)),
+        hold_timeout_s=min(30.0, config.startup_timeout_s),
+        log=sup.log.warning,
+        on_app_accepts=on_app_accepts,
+    )
+    stub.start()
+    return stub

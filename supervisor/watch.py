@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .log import Logger
+    from .loop import Supervisor
     from .memory import MemoryFacts, MemoryWatcher
     from .reactor import Reactor
     from .termination_log import TerminationLog
@@ -70,3 +71,17 @@ class Watch:
     def finish(self, max_rss_bytes: Optional[int], killed_by_sigkill: bool) -> MemoryFacts:
         return self.memory.finish(max_rss_bytes, killed_by_sigkill=killed_by_sigkill)
 
+
+
+def create_memory_watcher(sup: Supervisor) -> MemoryWatcher:
+    """The child's memory watcher, started; also made at the end for wait4's figures."""
+    assert sup.pid is not None
+    from .memory import MemoryWatcher
+
+    config = sup.config
+    watcher = MemoryWatcher(
+        config.memory_interval_s, config.memory_warn, clock=sup.reactor.clock,
+        cgroup=sup.cgroup.memory if sup.cgroup is not None else None,
+    )
+    watcher.start(sup.pid, sup.started_mono)
+    return watcher
