@@ -74,7 +74,7 @@ ROWS = [
         needs=("uvicorn",)),
     Row("uvicorn --reload", lambda a: [script("uvicorn"), "srv_asgi:app", "--port", port_of(a),
                                        "--reload", "--reload-dir", str(CHILDREN)], "fd",
-        needs=("uvicorn", "watchfiles"), reloads=True),
+        needs=("uvicorn",), reloads=True),
     Row("uvicorn --uds", lambda a: [script("uvicorn"), "srv_asgi:app", "--uds", str(a)], "fd",
         needs=("uvicorn",), unix=True),
     Row("django under uvicorn", lambda a: [script("uvicorn"), "srv_django:application",
@@ -234,7 +234,9 @@ def test_the_server_matrix(row: Row, supervise: Callable[..., Run], tmp_path: Pa
         broken.run.signal(signal.SIGTERM)
         assert broken.finish()["cause"] == "stopped"
     else:
-        check_crash(broken.finish(), row, broken.text)
+        crashed = broken.finish()
+        check_crash(crashed, row, broken.text)
+        record_property("crash_reported_after_s", crashed["uptime_s"])
 
     # 3. Readiness is in the report, and 4. SIGTERM is a clean stop.
     wait_for(lambda: "ready after" in healthy.text, timeout=READY_DEADLINE_S, what="ready")
