@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import health
+import import_profile
 import memory_sampling
 import readiness
 import reaping
@@ -31,7 +32,9 @@ import redact
 import relay
 import rss
 import sentry
+import short_command
 import sigterm
+import stack_sampling
 import startup
 from common import Context, Row, Verdict
 
@@ -46,6 +49,9 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "reaping": reaping.run,
     "sentry": sentry.run,
     "redact": redact.run,
+    "short_command": short_command.run,
+    "import_profile": import_profile.run,
+    "stack_sampling": stack_sampling.run,
 }
 COLUMNS = ("benchmark", "ours", "peers", "ratio", "target", "verdict")
 

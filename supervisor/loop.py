@@ -286,6 +286,8 @@ class Supervisor:
         from .collect import finish_parts, quiet_one_shot, run_facts
 
         if quiet_one_shot(self, exec_failure):
+            for sink in self.sinks:  # what the child wrote last still goes out
+                sink.flush(self.reactor.clock() + 5.0, self.reactor.clock)
             return 0
         from .finish import finish
 
