@@ -200,8 +200,7 @@ def start_stub(sup: Supervisor, on_app_accepts: Callable[[], None]) -> Optional[
         ready_path=config.ready_path,
         starting_status=config.starting_status,
         # In port mode other paths on the health port are not the app's traffic.
-        hold_early_requests=(hold and sup.plan.mode is not HandoffMode.PORT
-                             and not is_unix(listener)),
+        hold_early_requests=hold and sup.plan.mode is not HandoffMode.PORT,
         hold_timeout_s=min(30.0, config.startup_timeout_s),
         log=sup.log.warning,
         on_app_accepts=on_app_accepts,
