@@ -145,8 +145,9 @@ def test_the_sampler_reads_without_blocking_the_loop(
         assert sampler.last is not None, lines
         assert_waits_in_known_function(sampler.last, waiting_child.pid)
         assert sampler.last.why == "starting" and sampler.samples == 1
-        # The loop went on ticking while py-spy worked.
-        assert len(ticks) > 5
+        # The loop went on ticking while py-spy worked (a blocking sample would have
+        # been over before the loop ran once). How many ticks depends on the load.
+        assert ticks
         assert sampler.sample("memory warning")
         reactor.run_until(lambda: not sampler.busy, reactor.clock() + 30)
         assert sampler.last.why == "memory warning"
