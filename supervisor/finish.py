@@ -139,7 +139,7 @@ def build_report(
     exit = facts.exit
     return Report(
         cause=outcome.cause.value,
-        summary=outcome.summary,
+        summary=_with_fields(outcome, facts.stderr_tail),
         phase=facts.phase,
         exit_code=None if exit is None else exit.code,
         signal=None if exit is None or exit.signal is None else signal_name(exit.signal),
@@ -158,6 +158,17 @@ def build_report(
         memory_line=memory.sparkline() if memory is not None else None,
         extra=extra,
     )
+
+
+def _with_fields(outcome: Outcome, tail: str) -> str:
+    """pydantic's "1 validation error for Settings" names no field; the next lines do."""
+    exception = outcome.traceback.exception if outcome.traceback is not None else None
+    if exception is None or not exception.type.endswith("ValidationError"):
+        return outcome.summary
+    from .hypotheses import validation_fields
+
+    fields = validation_fields(tail)
+    return f"{outcome.summary} ({', '.join(fields)})" if fields else outcome.summary
 
 
 def redacted(report: Report, redact: Redactor) -> Report:

@@ -277,7 +277,7 @@ def _missing_configuration(run: RunEvidence) -> Hypothesis:
         if exc.short_type == "KeyError" and _reads_environ(exc):
             return Hypothesis(name, Finding.CONFIRMED, f"{exc.text()}, read from os.environ")
         if exc.short_type.endswith("ValidationError"):
-            fields = _validation_fields(run.stderr_tail)
+            fields = validation_fields(run.stderr_tail)
             named = f" (fields: {', '.join(fields)})" if fields else ""
             return Hypothesis(name, Finding.CONFIRMED, f"{exc.text()}{named}")
         if exc.short_type in _CONFIG_ERRORS:
@@ -295,7 +295,7 @@ def _reads_environ(exc: _Exception) -> bool:
     return from_os or looks_like_setting
 
 
-def _validation_fields(tail: str) -> list[str]:
+def validation_fields(tail: str) -> list[str]:
     """The fields pydantic names under "N validation error(s) for Model"."""
     lines = tail.splitlines()
     fields: list[str] = []

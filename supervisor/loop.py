@@ -198,7 +198,8 @@ class Supervisor:
         if stdout_read is not None:
             stdout = Sink(self.reactor, 1)
             self.sinks.append(stdout)
-            self.relays.append(Relay(self.reactor, stdout_read, stdout))
+            # One tail for both streams, in the order the supervisor read them.
+            self.relays.append(Relay(self.reactor, stdout_read, stdout, self.tail))
         if self.stub is None or not self.plan.known_server:
             # No socket is handed over, so "ready" cannot be seen from outside; or a
             # command not known to be a server runs as one when it binds the port.

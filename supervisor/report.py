@@ -172,9 +172,10 @@ def human_block(
         lines += [f"  {f['filename']}:{f['lineno']} in {f['function']}"
                   for f in shown[-STACK_LINES:]]
     tail = [line for line in report.stderr_tail.splitlines() if line.strip()]
-    if tail:
-        lines.append("last lines of stderr:")
-        lines += [f"  | {line[:300]}" for line in tail[-HUMAN_TAIL_LINES:]]
+    shown_tail, heading = _tail_to_show(tail)
+    if shown_tail:
+        lines.append(heading)
+        lines += [f"  | {line[:300]}" for line in shown_tail]
     if report.extra.get("stderr_tail_kept") is False:
         lines.append("stderr:   not kept (the app wrote to the terminal itself)")
     if report_file and report_error:
@@ -187,6 +188,23 @@ def human_block(
     lines += advice
     lines.append("=" * 12)
     return lines
+
+
+def _tail_to_show(tail: list[str]) -> tuple[list[str], str]:
+    """The tail's last lines; for a faulthandler dump, the crashing thread's innermost frames.
+
+    faulthandler prints the most recent call first and then the list of
+    extension modules, so the last lines of the tail would be the outermost
+    frames (click, uvicorn) and that list; where it hung or crashed is at the top.
+    """
+    for index in range(len(tail) - 1, -1, -1):
+        line = tail[index]
+        if line.startswith(("Current thread", "Thread 0x")) and "most recent call first" in line:
+            frames = [entry for entry in tail[index + 1:] if entry.startswith("  File ")]
+            if frames:
+                return ([line, *frames[:HUMAN_TAIL_LINES - 1]],
+                        "where it was (faulthandler, innermost first):")
+    return tail[-HUMAN_TAIL_LINES:], "last lines of stderr:"
 
 
 def write_report_file(path: str, data: dict[str, Any]) -> None:

@@ -134,3 +134,18 @@ def test_tail_decodes_invalid_utf8_without_failing() -> None:
     tail = Tail()
     tail.append(b"ok \xff\xfe done\n")
     assert "ok" in tail.text() and "done" in tail.text()
+
+
+def test_relay_stdout_keeps_stdout_in_the_tail_too(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    import json
+
+    report = tmp_path / "report.json"
+    run = supervise("--relay-stdout", "--report-file", str(report), PYTHON, "-c",
+                    "import sys; print('from stdout', flush=True); "
+                    "print('from stderr', file=sys.stderr, flush=True); sys.exit(3)")
+    code, out, _ = run.finish()
+    assert code == 3 and b"from stdout" in out
+    tail = json.loads(report.read_text())["stderr_tail"]
+    assert "from stdout" in tail and "from stderr" in tail

@@ -235,3 +235,49 @@ def test_a_report_file_that_cannot_be_written_raises_and_leaves_nothing(
     with pytest.raises(OSError):
         write_report_file(str(directory / "report.json"), report().as_json())
     assert os.listdir(directory) == ["report.json"]
+
+
+def test_the_block_shows_where_a_faulthandler_dump_crashed_not_the_module_list(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "deep.py"
+    script.write_text(
+        "import ctypes, faulthandler\n"
+        "faulthandler.enable()\n"
+        "def innermost():\n"
+        "    ctypes.string_at(0)\n"
+        "def outer():\n"
+        "    innermost()\n"
+        "outer()\n"
+    )
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert "most recent call first" in done.stderr
+    block = human_block(report(stderr_tail=done.stderr), None)
+    start = block.index("where it was (faulthandler, innermost first):")
+    shown = block[start + 1:]
+    # Innermost first: ctypes' frame, then the app's own, before the outer ones.
+    frames = [line for line in shown if "File " in line]
+    assert "in innermost" in frames[1] and "in outer" in frames[2], frames
+    assert not any("Extension modules" in line for line in block)
+
+
+def test_a_validation_error_summary_names_the_fields() -> None:
+    pytest.importorskip("pydantic", reason="pydantic comes with the test extra (fastapi)")
+    import subprocess
+
+    from supervisor.finish import _with_fields
+
+    done = subprocess.run([sys.executable, "-c", (
+        "from pydantic import BaseModel\n"
+        "class Settings(BaseModel):\n"
+        "    database_url: str\n"
+        "    api_port: int\n"
+        "Settings(api_port='x')\n"
+    )], capture_output=True, text=True, timeout=60)
+    outcome = classify(Ending(exit=ExitStatus(1, None), stderr_tail=done.stderr))
+    assert "validation error" in outcome.summary
+    summary = _with_fields(outcome, done.stderr)
+    assert summary.endswith("(database_url, api_port)"), summary
