@@ -135,7 +135,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--handoff", "handoff",
         "how the app gets the socket: auto, fd, systemd, port, none (default auto: fd for "
-        "uvicorn, systemd for gunicorn/hypercorn)", "MODE", _choice(Handoff),
+        "uvicorn/hypercorn/daphne, systemd for gunicorn, the bind answered for the rest)",
+        "MODE", _choice(Handoff),
     ),
     Option(
         "--health-port", "health_port",

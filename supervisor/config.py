@@ -29,7 +29,9 @@ class LogFormat(enum.Enum):
 class Handoff(enum.Enum):
     """``--handoff``: how the public socket reaches the child."""
 
-    AUTO = "auto"  # fd for uvicorn or a {fd} placeholder, systemd for gunicorn/hypercorn
+    # fd for uvicorn, hypercorn, daphne or a {fd} placeholder; systemd for gunicorn;
+    # the app's bind(2) answered for servers that bind their own address.
+    AUTO = "auto"
     FD = "fd"
     SYSTEMD = "systemd"
     PORT = "port"  # the app binds its own address; the stub has --health-port
