@@ -15,7 +15,7 @@ import stat
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Callable, Optional
 
     from .handoff import HandoffPlan
 
@@ -50,17 +50,11 @@ def bind_unix_listener(path: str) -> socket.socket:
             os.unlink(path)
     except FileNotFoundError:
         pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
+    def bind(sock: socket.socket) -> None:
         sock.bind(path)
         os.chmod(path, UNIX_SOCKET_MODE)
-        sock.listen(max(1024, socket.SOMAXCONN))
-        sock.setblocking(False)
-        sock.set_inheritable(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+
+    return _listening(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), bind)
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -76,11 +70,19 @@ def bind_listener(host: str, port: int) -> socket.socket:
         name or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
     )
     family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
+
+    def bind(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
+
+    return _listening(socket.socket(family, kind, proto), bind)
+
+
+def _listening(sock: socket.socket, bind: Callable[[socket.socket], None]) -> socket.socket:
+    """``bind(sock)``, then listen, non-blocking and not inherited; closed on any failure."""
+    try:
+        bind(sock)
         sock.listen(max(1024, socket.SOMAXCONN))
         sock.setblocking(False)
         sock.set_inheritable(False)
