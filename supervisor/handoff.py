@@ -257,7 +257,9 @@ class _Notes:
 
     def __init__(self, argv: Sequence[str], server: Server, port: Optional[int],
                  env_port: Optional[int]) -> None:
-        self.what = f"`{server.name}`" if server.name else f"`{' '.join(argv[:3])}`"
+        # Its name and first words, never its options (a --token=... must not be echoed).
+        words = [os.path.basename(argv[0]), *(a for a in argv[1:3] if not a.startswith("-"))]
+        self.what = f"`{server.name}`" if server.name else f"`{' '.join(words)}`"
         self.server = server
         self.port = port
         self.env_port = env_port
