@@ -57,6 +57,7 @@ SELF_RAISED_POLL_S = 1.0
 # si_code of a signal the kernel raised (a terminal, a CPU limit), not a process.
 SI_KERNEL = 0x80
 PR_SET_CHILD_SUBREAPER = 36
+LOST_STATUS = 1 << 8  # exit 1: the wait status of a child whose end was not seen
 # How long what is left of the child's group gets between SIGTERM and SIGKILL.
 LEFTOVER_GRACE_S = 1.0
 
@@ -291,6 +292,10 @@ def wait_for_child(
                 inbox.disarm()
         received += inbox.take_received()
         del received[:-100]
+        if found is None and not _exists(pid):
+            # Reaped before the loop broke (its status lost with it): nothing to wait
+            # for. Exit 1, never 0: the end was not seen, so it is not a clean one.
+            found = Reaped(pid, LOST_STATUS, 0)
         if found is not None:
             for fd in list(sources):
                 _copy_once(fd, sources, keep)  # what is already in the pipe, not until EOF
@@ -300,6 +305,17 @@ def wait_for_child(
                 _read_all(fd)
             elif fd in sources and not _copy_once(fd, sources, keep):
                 poller.unregister(fd)
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is still a process (a zombie of ours counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's: it exists
+    return True
 
 
 def _read_all(fd: int) -> None:
@@ -383,20 +399,13 @@ def group_is_alive(pgid: int) -> bool:
     ``killpg(pgid, 0)`` also counts zombies, which the supervisor may not be
     able to reap (their parent is someone else): /proc tells them apart.
     """
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
+    from . import procfs
+
+    if not procfs.supported():
         return send_signal(pgid, 0, group=True)
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        # After the command: state, ppid, pgrp, ...
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+    for pid in procfs.pids():
+        stat = procfs.read_stat(pid)
+        if stat is not None and stat.pgrp == pgid and not stat.zombie:
             return True
     return False
 
