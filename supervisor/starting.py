@@ -12,14 +12,16 @@ Must not know: the phase table or the report; the loop is told through
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Callable, Optional
 
 from .handoff import HandoffMode
 from .listener import address_text, is_unix, loopback_address
 from .pid1 import send_signal
 
+# Imported right after the spawn, before the stub's first answer: no typing here.
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
+    from typing import Callable, Optional
 
     from .config import Config
     from .handoff import HandoffPlan
