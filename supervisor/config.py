@@ -84,6 +84,13 @@ class Config:
     # The fields the preset filled (no flag or variable gave them), in Config's names.
     from_preset: tuple[str, ...] = ()
 
+    @property
+    def reproduces(self) -> bool:
+        """Whether any of a platform's conditions is imposed on the child."""
+        return bool(self.platform_name or self.env_file or self.clean_env or self.no_network
+                    or self.health_check or self.memory_limit is not None
+                    or self.cpu_limit is not None)
+
 
 def parse_dsn(option: str, text: str) -> str:
     """A Sentry DSN: ``http(s)://PUBLIC_KEY@HOST[:PORT][/PATH]/PROJECT_ID``."""

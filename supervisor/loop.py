@@ -174,6 +174,8 @@ class Supervisor:
 
     def _say_conditions(self) -> None:
         """What this run imposes on the child, in words, right after the spawn."""
+        if not self.config.reproduces:
+            return  # nothing imposed: nothing to say (the report works it out at the end)
         from .conditions import condition_lines, conditions
 
         self.conditions = conditions(self.config, self.environ, self.child_env,
@@ -323,8 +325,9 @@ class Supervisor:
         if self.forensics is not None:
             self.forensics.on_ready(self.ready_after_s)
 
-    # -- the platform's health check ---------------------------------------------
     def _start_health_check(self) -> None:
+        if self.config.health_check is None:
+            return
         from .platform_check import start_platform_check
 
         stub = self.stub
@@ -403,7 +406,6 @@ class Supervisor:
             if self.stop_timer is not None:
                 self.stop_timer.cancel()
 
-    # -- when a part of the supervisor fails ----------------------------------------
     def _on_part_failed(self, error: BaseException, callback: Callable[[], None]) -> bool:
         """Log a bug in an optional part once, with its traceback, and let the app run on.
 
@@ -418,7 +420,7 @@ class Supervisor:
                        "is switched off; the app runs on" + traceback_text(error))
         return True
 
-    # -- the facts ---------------------------------------------------------------
+    # -- what the end needs -------------------------------------------------------
     def uptime(self) -> float:
         return self.reactor.clock() - self.started_mono
 
