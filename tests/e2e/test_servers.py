@@ -276,7 +276,7 @@ def test_where_seccomp_is_refused_the_command_runs_without_the_stub_and_says_so(
     text = (tmp_path / "refused.err").read_text()
     [line] = [line for line in text.splitlines() if "no stub and no hand-off" in line]
     assert line == (
-        "[supervisor] warning: no stub and no hand-off for `" + f"{PYTHON} "
+        "[supervisor] warning: no stub and no hand-off for `" + f"{os.path.basename(PYTHON)} "
         + f"{CHILDREN / 'srv_uvicorn_run.py'}`: it binds its own address and the supervisor "
         "cannot answer that bind here (seccomp(2) failed: Operation not permitted); readiness "
         f"is not tracked, and nothing answers on PORT={port} until the app binds it. For the "
