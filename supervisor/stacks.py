@@ -296,12 +296,7 @@ class StackSampler:
     def _done(self, output: str) -> None:
         assert self._running is not None
         _, fd, at_s, why = self._running
-        self._reactor.remove_reader(fd)
-        os.close(fd)
-        self._running = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_dump(fd)
         try:
             sample = parse_dump(output, self._pid, at_s, why)
         except ValueError:
@@ -344,9 +339,16 @@ class StackSampler:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self._reactor.remove_reader(fd)
-            os.close(fd)
-            self._running = None
+            self._stop_dump(fd)
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _stop_dump(self, fd: int) -> None:
+        """Forget the running dump: its pipe, and its deadline."""
+        self._reactor.remove_reader(fd)
+        os.close(fd)
+        self._running = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
