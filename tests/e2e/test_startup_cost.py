@@ -39,3 +39,16 @@ def test_sentry_sdk_is_not_imported_by_the_sentry_module() -> None:
     loaded = modules_after("import supervisor.sentry_event, supervisor.sentry_delivery")
     assert "sentry_sdk" not in loaded
     assert "httpx" not in loaded
+
+
+def test_the_command_itself_imports_nothing_before_the_entry_point() -> None:
+    # pip's generated entry-point wrappers import `re` first; ours is a plain script.
+    done = subprocess.run(
+        [PYTHON, "-S", "-X", "importtime", str(ROOT / "scripts" / "supervisor"), "--version"],
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        check=True, capture_output=True, text=True,
+    )
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "supervisor.__main__" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
