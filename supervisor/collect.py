@@ -1,7 +1,7 @@
 """What the loop hands over when the child is gone, gathered from its fields.
 
 Owns: building ``RunFacts`` (with the memory facts, from the watcher or from
-wait4 alone), the parts ``finish`` needs, and telling a one-shot command that
+wait4 alone), the parts ``finish`` needs, and ending a one-shot command that
 needs no report at all.
 Must not know: how a cause is decided or a report made (``causes``, ``finish``).
 """
@@ -13,6 +13,7 @@ import time
 
 from .child import ExitStatus
 from .handoff import HandoffMode
+from .output import FINAL_FLUSH_S
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: a one-shot command's exit imports nothing
 if TYPE_CHECKING:
@@ -25,20 +26,41 @@ if TYPE_CHECKING:
     from .memory import MemoryFacts
 
 
-def quiet_one_shot(sup: Supervisor, exec_failure: Optional[ExecFailure]) -> bool:
-    """A command with no socket that exited 0 unasked, and nobody wants a report.
+def end_quiet_one_shot(sup: Supervisor, exec_failure: Optional[ExecFailure]) -> bool:
+    """End a command that served nothing, exited 0 unasked, and nobody wants a report.
 
     ``finish`` would print no block and send nothing for it (cause ``exited``
     without a hand-off), so its imports are skipped: a short command then
-    costs little more than tini.
+    costs little more than tini. Whatever could make ``classify`` call it a
+    crash rules this out: a traceback in the tail (hypercorn exits 0 after its
+    worker's), a crash loop, a start-up timeout.
     """
     watch = sup.watch
-    return (
+    startup = sup.startup
+    served = sup.plan.mode is not HandoffMode.NONE and not _bind_unanswered(sup)
+    tail = sup.tail.text() if sup.tail is not None else ""
+    quiet = (
         exec_failure is None and sup.reaped is not None and sup.reaped.wait_status == 0
-        and sup.plan.mode is HandoffMode.NONE and sup.stop_signal is None
+        and not served and sup.stop_signal is None
         and not sup.config.report_file and sup.health_check is None
         and (watch is None or not watch.termination_log.enabled)
+        and (startup is None or (startup.crash is None and not startup.timed_out))
+        and "Traceback" not in tail and 'File "' not in tail
     )
+    if not quiet:
+        return False
+    if sup.stub is not None:  # a health check that came meanwhile still gets its answer
+        sup.stub.take_back("exited")  # Cause.EXITED, without importing causes
+        sup.stub.linger(sup.listener)
+    for sink in sup.sinks:  # what the child wrote last still goes out
+        sink.flush(sup.reactor.clock() + FINAL_FLUSH_S, sup.reactor.clock)
+    return True
+
+
+def _bind_unanswered(sup: Supervisor) -> bool:
+    """The child was to bind the public address itself, and never did."""
+    trap = sup.bind_trap
+    return sup.plan.mode is HandoffMode.BIND and (trap is None or not trap.answered)
 
 
 def run_facts(sup: Supervisor, exec_failure: Optional[ExecFailure]) -> RunFacts:
@@ -49,8 +71,7 @@ def run_facts(sup: Supervisor, exec_failure: Optional[ExecFailure]) -> RunFacts:
     return RunFacts(
         command=tuple(sup.config.command),
         argv=tuple(sup.plan.argv),
-        handoff=("none" if sup.plan.mode is HandoffMode.BIND and (
-            sup.bind_trap is None or not sup.bind_trap.answered) else sup.plan.mode.value),
+        handoff="none" if _bind_unanswered(sup) else sup.plan.mode.value,
         pid=sup.pid,
         started_at=sup.started_at,
         ended_at=time.time(),

@@ -13,6 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from .causes import Cause, Outcome, classify
+from .output import FINAL_FLUSH_S
 from .pid1 import signal_name
 from .report import Report, SignalRecord, exception_json, human_block, where_text
 
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from .tracebacks import ParsedTraceback
     from .verdict import HealthCheckResult
 
-# After the child ended, answer what waits in the backlog for at most this long.
-STUB_LINGER_S = 0.2
-# How long the final lines may wait for a stalled log consumer before giving up.
-FINAL_FLUSH_S = 5.0
 
 
 @dataclasses.dataclass
@@ -93,7 +90,8 @@ def finish(facts: RunFacts, parts: FinishParts) -> int:
         _write_report(parts.config, report)
     if parts.termination_log is not None and parts.termination_log.enabled:
         parts.termination_log.write_final(f"{report.cause}: {report.summary}")
-    _linger(parts)
+    if parts.stub is not None:
+        parts.stub.linger(parts.listener)
     deadline = parts.reactor.clock() + FINAL_FLUSH_S
     for sink in parts.sinks:
         sink.flush(deadline, parts.reactor.clock)
@@ -193,24 +191,3 @@ def _write_report(config: Config, report: Report) -> Optional[str]:
     except OSError as error:
         return error.strerror or str(error)
     return None
-
-
-def _linger(parts: FinishParts) -> None:
-    """Answer the callers already in the backlog with the cause, then close the stub."""
-    stub = parts.stub
-    if stub is None:
-        return
-    parts.reactor.run_until(lambda: _stub_idle(stub, parts.listener),
-                            parts.reactor.clock() + STUB_LINGER_S)
-    stub.close()
-
-
-def _stub_idle(stub: HealthStub, listener: Optional[socket.socket]) -> bool:
-    """No open connection and none waiting in the listener's backlog."""
-    if stub.connection_count or listener is None:
-        return stub.connection_count == 0
-    import select
-
-    poller = select.poll()
-    poller.register(listener.fileno(), select.POLLIN)
-    return not poller.poll(0)

@@ -34,6 +34,9 @@ from supervisor.stub_connection import (
     ConnState,
 )
 
+# After the child ended, the callers already waiting get the cause for at most this long.
+LINGER_S = 0.2
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
@@ -185,6 +188,22 @@ class HealthStub:
         for conn in list(self._by_state[PUMP].values()):
             if conn.pump is not None and conn.pump.app is None:
                 conn.guard(Connection.reopen)
+
+    def linger(self, listener: Optional[socket.socket], seconds: float = LINGER_S) -> None:
+        """After ``take_back``: answer the callers already connected or waiting in
+        the backlog (for at most ``seconds``), then close every connection."""
+        self._reactor.run_until(lambda: self._idle(listener), self._reactor.clock() + seconds)
+        self.close()
+
+    def _idle(self, listener: Optional[socket.socket]) -> bool:
+        """No open connection and none waiting in the listener's backlog."""
+        if self._count or listener is None:
+            return self._count == 0
+        import select
+
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def close(self) -> None:
         """Close every connection; the listener stays open (the loop owns it)."""

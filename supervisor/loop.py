@@ -286,11 +286,9 @@ class Supervisor:
             self.forensics.close()
 
     def _finish(self, exec_failure: Optional[ExecFailure] = None) -> int:
-        from .collect import finish_parts, quiet_one_shot, run_facts
+        from .collect import end_quiet_one_shot, finish_parts, run_facts
 
-        if quiet_one_shot(self, exec_failure):
-            for sink in self.sinks:  # what the child wrote last still goes out
-                sink.flush(self.reactor.clock() + 5.0, self.reactor.clock)
+        if end_quiet_one_shot(self, exec_failure):
             return 0
         from .finish import finish
 

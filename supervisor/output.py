@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # Above this many buffered bytes, relays stop reading from the child until the
 # consumer catches up; the child then blocks in write() as it would writing directly.
 HIGH_WATER = 1 << 20
+# At the end, how long the last lines may wait for a stalled log consumer.
+FINAL_FLUSH_S = 5.0
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 

@@ -119,6 +119,27 @@ def test_unrequested_exit_zero_is_reported_as_exited(
     assert not any("the app ended" in line for line in supervisor_lines(err))
 
 
+@pytest.mark.parametrize("with_stub", [False, True], ids=["no-socket", "stub"])
+def test_a_one_shot_with_no_report_asked_ends_as_one_with_a_report(
+    supervise: Callable[..., Run], tmp_path: Path, with_stub: bool
+) -> None:
+    # A one-shot that exits 0 skips the report's imports when nothing asks for
+    # one: that shortcut must never change the verdict. This script prints a
+    # traceback last and exits 0, which is judged a crash.
+    script = tmp_path / "prints_a_traceback.py"
+    script.write_text("import traceback\ntry:\n    raise ValueError('at the end')\n"
+                      "except ValueError:\n    traceback.print_exc()\n")
+    stub = ["--host", "127.0.0.1", "--port", str(free_port())] if with_stub else []
+    report = tmp_path / "report.json"
+    quiet_code, _, quiet_err = supervise(*stub, "--", PYTHON, str(script)).finish()
+    full_code, _, full_err = supervise(*stub, "--report-file", str(report), "--",
+                                       PYTHON, str(script)).finish()
+    assert json.loads(report.read_text())["cause"] == "python_exception"
+    assert quiet_code == full_code == 1
+    for err in (quiet_err, full_err):
+        assert any("the app ended: python_exception" in line for line in supervisor_lines(err))
+
+
 def test_a_server_that_exits_zero_gets_the_block(
     supervise: Callable[..., Run], tmp_path: Path
 ) -> None:

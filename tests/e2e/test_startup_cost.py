@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT, free_port
 
 # What may not be imported on the path from exec to spawning the child. typing,
 # re and dataclasses cost about 12 ms together; the others far more.
@@ -52,3 +52,18 @@ def test_the_command_itself_imports_nothing_before_the_entry_point() -> None:
                 if line.startswith("import time:")}
     assert "supervisor.__main__" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_a_short_command_that_did_its_job_imports_nothing_of_the_report() -> None:
+    # `supervisor -- true`, with the stub too: nothing to report, so none of
+    # the report's modules is imported on the way out.
+    for stub in ([], ["--host", "127.0.0.1", "--port", str(free_port())]):
+        done = subprocess.run(
+            [PYTHON, "-X", "importtime", "-m", "supervisor", *stub, "--", "true"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        )
+        imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "supervisor.loop" in imported
+        assert not imported & {"supervisor.finish", "supervisor.causes", "supervisor.report",
+                               "supervisor.tracebacks", "json"}, stub
