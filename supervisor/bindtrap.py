@@ -25,10 +25,9 @@ Docker's default profile allows. Where it is refused, ``unavailable_reason``
 or the child's report (an ``ExecFailure`` that ``refusal`` recognises) says
 why, and the command runs without a stub.
 
-Must not know: the loop, HTTP or readiness. ``_ctypes`` (not the ``ctypes``
-package, which costs milliseconds) is imported in the child between fork and
-exec (the filter needs ``prctl`` and ``seccomp``), and in the supervisor only
-after the spawn, at the first bind.
+Must not know: the loop, HTTP or readiness. The C calls the filter needs
+(``seccomp``, ``prctl``, ``pidfd_getfd``) come from ``libc``, resolved in the
+supervisor before the fork: the child between fork and exec only calls.
 """
 
 from __future__ import annotations
@@ -36,10 +35,12 @@ from __future__ import annotations
 import os
 import sys
 
+from .libc import libc
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
-    from typing import Any, Callable, Literal, Optional
+    from typing import Callable, Literal, Optional
 
     from .handoff import HandoffPlan
     from .log import Logger
@@ -130,7 +131,15 @@ class Pending:
 
         self._ours, self._theirs = socket.socketpair()
         arch, self._seccomp_nr, bind_nr = _ARCHES[os.uname().machine]
-        self._program = filter_program(arch, bind_nr)
+        # All the child needs is made here, before the fork: between fork and
+        # exec it only calls, and the app starts that much sooner.
+        self._libc = libc()
+        if self._libc is not None:
+            self._program = self._libc.buffer(filter_program(arch, bind_nr))
+            # struct sock_fprog on a 64-bit ABI: a count, padding, a pointer.
+            self._fprog = self._libc.buffer(
+                (len(self._program) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                + self._libc.address(self._program).to_bytes(8, sys.byteorder))
 
     def install_in_child(self) -> None:  # pragma: no cover - runs between fork and exec
         """Install the filter and send its listener fd to the supervisor.
@@ -140,19 +149,17 @@ class Pending:
         """
         import socket
 
-        libc = _Libc()
-        program = libc.buffer(self._program)
-        # struct sock_fprog on a 64-bit ABI: a count, padding, a pointer.
-        fprog = libc.buffer((len(self._program) // 8).to_bytes(2, sys.byteorder) + bytes(6)
-                            + libc.address(program).to_bytes(8, sys.byteorder))
+        calls = self._libc
+        if calls is None:
+            raise OSError(38, f"{REFUSED}no syscall(2) to call")  # ENOSYS
 
         def install() -> tuple[int, int]:
-            return libc.syscall(self._seccomp_nr, _SECCOMP_SET_MODE_FILTER,
-                                _SECCOMP_FILTER_FLAG_NEW_LISTENER, libc.address(fprog))
+            return calls.syscall(self._seccomp_nr, _SECCOMP_SET_MODE_FILTER,
+                                 _SECCOMP_FILTER_FLAG_NEW_LISTENER, calls.address(self._fprog))
 
         fd, number = install()
         # EACCES: without CAP_SYS_ADMIN a filter needs no_new_privs first.
-        if fd < 0 and number == 13 and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1)[0] == 0:
+        if fd < 0 and number == 13 and calls.prctl(_PR_SET_NO_NEW_PRIVS, 1)[0] == 0:
             fd, number = install()
         if fd < 0:
             raise OSError(number, f"{REFUSED}seccomp(2) failed: {os.strerror(number)}")
@@ -341,72 +348,18 @@ def _is_stream(tid: int, fd: int) -> bool:
         pidfd = os.pidfd_open(_tgid(tid))
     except (OSError, AttributeError):
         return True
+    calls = libc()
+    if calls is None:
+        os.close(pidfd)
+        return True
     try:
-        copy, _ = _Libc().syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)
+        copy, _ = calls.syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)
     finally:
         os.close(pidfd)
     if copy < 0:
         return True
     with socket.socket(fileno=copy) as sock:
         return bool(sock.type == socket.SOCK_STREAM)
-
-
-class _Libc:
-    """``syscall`` and ``prctl`` through ``_ctypes`` alone.
-
-    The ``ctypes`` package costs milliseconds to import (it builds every C type)
-    and the child pays them between fork and exec, before the app starts;
-    ``_ctypes`` with the two types needed costs a fraction of one.
-    """
-
-    def __init__(self) -> None:
-        import _ctypes
-
-        ct: Any = _ctypes
-
-        class Long(ct._SimpleCData):  # type: ignore[misc]
-            _type_ = "l"
-
-        class Int(ct._SimpleCData):  # type: ignore[misc]
-            _type_ = "i"
-
-        class Char(ct._SimpleCData):  # type: ignore[misc]
-            _type_ = "c"
-
-        flags = ct.FUNCFLAG_CDECL | ct.FUNCFLAG_USE_ERRNO
-
-        class LongCall(ct.CFuncPtr):  # type: ignore[misc]
-            _flags_ = flags
-            _restype_ = Long
-
-        class IntCall(ct.CFuncPtr):  # type: ignore[misc]
-            _flags_ = flags
-            _restype_ = Int
-
-        handle = ct.dlopen(None)
-        self._ct: Any = ct
-        self._long: Any = Long
-        self._char: Any = Char
-        self._syscall = LongCall(ct.dlsym(handle, "syscall"))
-        self._prctl = IntCall(ct.dlsym(handle, "prctl"))
-
-    def buffer(self, data: bytes) -> Any:
-        return (self._char * len(data)).from_buffer_copy(data)
-
-    def address(self, buffer: Any) -> int:
-        return int(self._ct.addressof(buffer))
-
-    def syscall(self, number: int, *args: int) -> tuple[int, int]:
-        """The result and errno (meaningful only when the result is negative)."""
-        self._ct.set_errno(0)
-        result = self._syscall(*(self._long(value) for value in (number, *args)))
-        return int(result), int(self._ct.get_errno())
-
-    def prctl(self, option: int, value: int) -> tuple[int, int]:
-        self._ct.set_errno(0)
-        result = self._prctl(self._long(option), self._long(value), self._long(0),
-                             self._long(0), self._long(0))
-        return int(result), int(self._ct.get_errno())
 
 
 def _tgid(tid: int) -> int:

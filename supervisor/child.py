@@ -12,11 +12,14 @@ import fcntl
 import os
 import signal
 
+from .libc import libc
 from .values import frozen
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     from typing import Callable, Mapping, Optional, Union
+
+    from .libc import Libc
 
 # Set for the child unless the user set them: no print lost in a buffer when
 # the app dies, a Python stack on fatal signals, no ANSI codes in tracebacks.
@@ -155,6 +158,8 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
     ``subprocess`` does: EOF on it means exec succeeded.
     """
     parent = os.getpid()
+    # Resolved here, not between fork and exec: the child only calls it.
+    calls = libc() if spec.die_with_parent else None
     try:
         report_read, report_write = os.pipe()
     except OSError as error:  # EMFILE, ENFILE
@@ -167,7 +172,7 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
         return ExecFailure(errno=error.errno or 0, message=f"fork failed: {error.strerror}")
     if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
         os.close(report_read)
-        _exec_in_child(spec, report_write, parent)
+        _exec_in_child(spec, report_write, parent, calls)
     os.close(report_write)
     chunks = []
     while True:
@@ -183,12 +188,11 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
     return ExecFailure(errno=int(code_text or 0), message=message)
 
 
-def _exec_in_child(spec: ChildSpec, report_fd: int, parent: int) -> None:  # pragma: no cover
+def _exec_in_child(spec: ChildSpec, report_fd: int, parent: int,
+                   calls: Optional[Libc]) -> None:  # pragma: no cover
     try:
-        if spec.die_with_parent:
-            from .pid1 import prctl
-
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if calls is not None:
+            calls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGKILL)  # it died before the prctl
         os.setpgid(0, 0)

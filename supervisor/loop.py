@@ -218,9 +218,8 @@ class Supervisor:
     def _start_watchers(self) -> None:
         if self.reaped is not None:
             return
-        # Here, after the stub's first answers: outside PID 1, ctypes costs a few
-        # ms. A child this young has orphaned nothing yet (and as PID 1 every
-        # orphan comes to us anyway).
+        # Here, after the stub's first answers: a child this young has orphaned
+        # nothing yet (and as PID 1 every orphan comes to us anyway).
         adopt_orphans(self.log)
         from .termination_log import TerminationLog
         from .watch import Watch, create_memory_watcher

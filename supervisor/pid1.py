@@ -362,26 +362,11 @@ def become_subreaper() -> bool:
 
 
 def prctl(option: int, value: int) -> bool:
-    """``prctl(option, value)`` on Linux; False when it failed or cannot be called.
+    """``prctl(option, value)`` on Linux; False when it failed or cannot be called."""
+    from .libc import libc
 
-    Through ``_ctypes`` itself: about 1 ms, where ``import ctypes`` costs 5 to
-    15 (its types and modules). This runs in the parent after the spawn and in
-    the child between fork and exec, where every millisecond delays the app.
-    """
-    try:
-        import _ctypes
-
-        call = _ctypes.call_function
-        # NULL: the program itself and the libraries it loaded, libc among them.
-        function = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]
-    except (ImportError, AttributeError, OSError):
-        try:
-            import ctypes
-
-            return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
-        except (OSError, AttributeError):
-            return False
-    return bool(call(function, (option, value, 0, 0, 0)) == 0)
+    calls = libc()
+    return calls is not None and calls.prctl(option, value)[0] == 0
 
 
 def adopt_orphans(log: Logger) -> None:
