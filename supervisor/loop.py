@@ -224,12 +224,12 @@ class Supervisor:
         from .termination_log import TerminationLog
         from .watch import Watch, create_memory_watcher
 
-        _, redact = self.notifier, self.redact  # a bad SENTRY_DSN is said now
+        _ = self.notifier  # a bad SENTRY_DSN is said now; the redactor waits for a use
         self.watch = Watch(
             self.reactor, self.log, create_memory_watcher(self),
             self.config.memory_interval_s, TerminationLog(self.config.termination_log),
             phase=lambda: self.phase.value, alive=lambda: self.reaped is None,
-            warn=lambda text, context: self._on_memory_warning(redact.text(text), context),
+            warn=lambda text, context: self._on_memory_warning(self.redact.text(text), context),
         )
         self._start_startup()
         if self.phase is Phase.STARTING and self.startup is not None:

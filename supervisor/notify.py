@@ -9,11 +9,12 @@ fields beyond handing the report's JSON over.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional
-
 from .errors import UsageError
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
+    from typing import Any, Mapping, Optional
+
     from .config import Config
     from .log import Logger
     from .reactor import Reactor

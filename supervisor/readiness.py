@@ -16,13 +16,14 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from . import procfs
 from .procfs import descendants
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
+    from typing import Callable, Iterable, Optional
 
     from .reactor import Reactor
 

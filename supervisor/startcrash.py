@@ -15,12 +15,14 @@ Must not know: processes, signals or the report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional
-
-from .tracebacks import ParsedTraceback, find_tracebacks, split_lines
-
+# Not tracebacks at the top: most apps start without one, and the supervisor
+# would hold the parser (and re) for the app's whole life.
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
+    from typing import Callable, List, Optional
+
     from .reactor import Reactor, Timer
+    from .tracebacks import ParsedTraceback
 
 DEATHS = 3
 # Concluded this long after the start at the latest, once something died...
@@ -94,6 +96,8 @@ class StartupCrashWatch:
         self._quiet = None
         if not self.watching:
             return
+        from .tracebacks import find_tracebacks, split_lines
+
         lines = split_lines("\n".join([*self._lines, self._partial]))
         consumed = 0
         for found in find_tracebacks(lines):
