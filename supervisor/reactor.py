@@ -1,6 +1,8 @@
 """The single-threaded event loop: file descriptors, timers and worker threads.
 
-Owns: readiness callbacks for fds (via ``selectors``), a heap of timers on an
+Owns: readiness callbacks for fds (epoll itself, or poll where there is no
+epoll: ``selectors`` would add its imports and a layer to every wake-up, the
+signal's among them), a heap of timers on an
 injected clock, the hand-back of results from worker threads, and what
 happens when a callback raises.
 Must not know: processes, signals, HTTP or reports. Every other module plugs
@@ -14,10 +16,11 @@ given, an idle wait does not sleep but moves the clock to the next timer.
 from __future__ import annotations
 
 import collections
+import errno
 import heapq
 import itertools
 import os
-import selectors
+import select
 import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
@@ -33,6 +36,11 @@ if TYPE_CHECKING:
 # With a virtual clock, how long one idle wait really lasts: long enough for a
 # real child's exit or signal to come in, short enough to keep tests quick.
 VIRTUAL_IDLE_WAIT_S = 0.001
+
+_EPOLL = hasattr(select, "epoll")
+# POLLIN/POLLOUT and EPOLLIN/EPOLLOUT are the same bits.
+READ = select.POLLIN
+WRITE = select.POLLOUT
 
 
 class Timer:
@@ -63,7 +71,8 @@ class Reactor:
         clock: Callable[[], float] = time.monotonic,
         advance: Optional[Callable[[float], None]] = None,
     ) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._poller = select.epoll() if _EPOLL else select.poll()
+        self._registered: dict[int, int] = {}  # fd -> the events asked for
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
         self._timers: list[tuple[float, int, Timer]] = []
@@ -95,23 +104,30 @@ class Reactor:
             self._update(fd)
 
     def _update(self, fd: int) -> None:
-        events = 0
-        if fd in self._readers:
-            events |= selectors.EVENT_READ
-        if fd in self._writers:
-            events |= selectors.EVENT_WRITE
-        try:
-            registered = self._selector.get_key(fd).events
-        except KeyError:
-            registered = 0
+        events = (READ if fd in self._readers else 0) | (WRITE if fd in self._writers else 0)
+        registered = self._registered.get(fd, 0)
         if events == registered:
             return
-        if not registered:
-            self._selector.register(fd, events)
-        elif not events:
-            self._selector.unregister(fd)
-        else:
-            self._selector.modify(fd, events)
+        if not events:
+            del self._registered[fd]
+            try:
+                self._poller.unregister(fd)
+            except (OSError, KeyError):
+                pass  # closed already: the kernel forgot it with its last reference
+            return
+        self._registered[fd] = events
+        if registered:
+            try:
+                self._poller.modify(fd, events)
+                return
+            except OSError as error:
+                if error.errno != errno.ENOENT:
+                    raise
+                # Closed and its number reused since: a new registration.
+        try:
+            self._poller.register(fd, events)
+        except FileExistsError:
+            self._poller.modify(fd, events)
 
     # -- timers -------------------------------------------------------------
     def call_at(self, when: float, callback: Callback) -> Timer:
@@ -189,16 +205,23 @@ class Reactor:
         wait = timeout
         if self._advance is not None and timeout is not None:
             wait = min(timeout, VIRTUAL_IDLE_WAIT_S)
-        events = self._selector.select(wait)
+        events = self._wait(wait)
         if not events and self._advance is not None and timeout is not None:
             self._advance(timeout)  # idle: jump to the next timer
-        for key, mask in events:
-            fd = key.fd
-            if mask & selectors.EVENT_WRITE and fd in self._writers:
+        for fd, mask in events:
+            # An error or hang-up wakes both sides: the callback's read or write
+            # then says what happened (as ``selectors`` does).
+            if mask & ~READ and fd in self._writers:
                 self._dispatch(self._writers[fd], fd, self._writers)
-            if mask & selectors.EVENT_READ and fd in self._readers:
+            if mask & ~WRITE and fd in self._readers:
                 self._dispatch(self._readers[fd], fd, self._readers)
         self._run_due_timers()
+
+    def _wait(self, timeout: Optional[float]) -> list[tuple[int, int]]:
+        if _EPOLL:
+            return self._poller.poll(-1 if timeout is None else max(timeout, 0.0))
+        # poll counts milliseconds: round up, or a timer 0.4 ms away spins.
+        return self._poller.poll(None if timeout is None else max(0, -int(-timeout * 1000)))
 
     def _dispatch(
         self, callback: Callback, fd: int = -1, table: Optional[dict[int, Callback]] = None
@@ -227,7 +250,9 @@ class Reactor:
         return None
 
     def close(self) -> None:
-        self._selector.close()
+        close = getattr(self._poller, "close", None)  # poll objects hold no fd
+        if close is not None:
+            close()
         for fd in (self._wake_read, self._wake_write):
             if fd is not None:
                 os.close(fd)

@@ -34,6 +34,7 @@ from tests.conftest import (
     supervisor_lines,
     wait_for,
 )
+from tests.sentry_receiver import Receiver
 
 
 def state_of(pid: int) -> str:
@@ -279,7 +280,7 @@ def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
         connection.close()
 
 
-def test_a_thread_the_pids_limit_refuses_leaves_the_app_running(
+def test_an_app_holding_every_pid_leaves_its_supervisor_running(
     supervise: Callable[..., Run], tmp_path: Path
 ) -> None:
     port = free_port()
@@ -296,21 +297,50 @@ def test_a_thread_the_pids_limit_refuses_leaves_the_app_running(
             "pid1_thread_hog:app", "--lifespan", "on", "--host", "127.0.0.1", "--port", str(port),
             preexec_fn=join,
         )
-        # Ready, then the supervisor's own thread (the look at the app's health
-        # path) cannot start: one line says what was switched off.
-        run.wait_for_stderr("can't start new thread", timeout=60)
+        # Ready, and after it the look at the app's health path: the supervisor
+        # needs no thread (and no pid) for it, or for anything while the app runs.
+        run.wait_for_stderr("ready after", timeout=60)
         status, body = http_get(port)
         assert status == 200
         assert json.loads(body)["threads"] > 30
-        assert run.process.poll() is None
         with open(os.path.join(group, "pids.current")) as current:
             assert int(current.read()) == 64
+        # uvicorn's access log (on stdout) shows the supervisor's look at /healthz.
+        wait_for(lambda: "/healthz" in run.read_stdout_line(timeout=60), timeout=60,
+                 what="the supervisor's request for /healthz")
+        assert run.process.poll() is None
         run.signal(signal.SIGTERM)
         code, _, err = run.finish(timeout=60)
     lines = supervisor_lines(err)
-    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    assert not any("Traceback" in line or "thread" in line for line in lines), "\n".join(lines)
     assert code in (0, 128 + signal.SIGTERM)
     assert json.loads(report.read_text())["cause"] == "stopped"
+
+
+def test_a_sentry_thread_the_pids_limit_refuses_costs_only_the_event(
+    supervise: Callable[..., Run], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    with pids_cgroup(64) as group, Receiver() as receiver:
+
+        def join() -> None:
+            with open(os.path.join(group, "cgroup.procs"), "w") as procs:
+                procs.write("0")
+
+        run = supervise("--sentry-dsn", receiver.dsn, "--report-file", str(report), "--",
+                        PYTHON, child("pid1_pid_hog_then_crash.py"), preexec_fn=join)
+        # The app dies while a process it left holds every pid: the delivery
+        # thread cannot start. One line says so; the report and status stay.
+        code, _, err = run.finish(timeout=60)
+    lines = supervisor_lines(err)
+    assert any("cannot start a thread" in line for line in lines), "\n".join(lines)
+    # The app's traceback is quoted in the block ("|" lines); none of our own.
+    assert not any("Traceback" in line and "|" not in line for line in lines), "\n".join(lines)
+    assert code == 1
+    data = json.loads(report.read_text())
+    assert data["cause"] == "python_exception"
+    assert "the pids were taken" in data["summary"]
+    assert receiver.envelopes == []
 
 
 def test_without_file_descriptors_the_supervisor_still_ends_with_the_apps_status(
