@@ -152,11 +152,42 @@ def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
 
 
 def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
-    """Fork and exec ``spec``; return the pid, or why it could not start.
+    """Fork and exec ``spec``; return the pid, or why it could not start."""
+    started = start(spec)
+    return started if isinstance(started, ExecFailure) else started.outcome()
+
+
+class Started:
+    """A forked child that may still be on its way to exec.
 
     A close-on-exec pipe reports an exec failure with its errno, as
-    ``subprocess`` does: EOF on it means exec succeeded.
+    ``subprocess`` does: EOF on it means exec succeeded. ``outcome()`` reads
+    it; in between, the supervisor can do its own work (start the stub) while
+    the child does its steps between fork and exec.
     """
+
+    def __init__(self, pid: int, report_fd: int) -> None:
+        self.pid = pid
+        self._report_fd = report_fd
+
+    def outcome(self) -> Union[int, ExecFailure]:
+        """The pid once the child has exec'd, or why it could not (then it is reaped)."""
+        chunks = []
+        while True:
+            chunk = os.read(self._report_fd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._report_fd)
+        if not chunks:
+            return self.pid
+        os.waitpid(self.pid, 0)
+        code_text, _, message = b"".join(chunks).decode("utf-8", "replace").partition(":")
+        return ExecFailure(errno=int(code_text or 0), message=message)
+
+
+def start(spec: ChildSpec) -> Union[Started, ExecFailure]:
+    """Fork ``spec``'s child, which goes on to exec; ``Started.outcome()`` says how that went."""
     parent = os.getpid()
     # Resolved here, not between fork and exec: the child only calls it.
     calls = libc() if spec.die_with_parent else None
@@ -174,18 +205,7 @@ def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
         os.close(report_read)
         _exec_in_child(spec, report_write, parent, calls)
     os.close(report_write)
-    chunks = []
-    while True:
-        chunk = os.read(report_read, 4096)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(report_read)
-    if not chunks:
-        return pid
-    os.waitpid(pid, 0)
-    code_text, _, message = b"".join(chunks).decode("utf-8", "replace").partition(":")
-    return ExecFailure(errno=int(code_text or 0), message=message)
+    return Started(pid, report_read)
 
 
 def _exec_in_child(spec: ChildSpec, report_fd: int, parent: int,

@@ -18,9 +18,10 @@ import os
 from .child import (
     ChildSpec,
     ExecFailure,
+    Started,
     child_environment,
     enlarge_pipe,
-    spawn,
+    start,
     without_locale_coercion,
 )
 from .errors import SupervisorError
@@ -30,7 +31,7 @@ from .listener import bind_public, plan_address_text
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
     import socket
-    from typing import Callable, Mapping, Optional
+    from typing import Callable, Mapping, Optional, Union
 
     from .child_cgroup import ChildCgroup
     from .config import Config
@@ -63,6 +64,7 @@ class Launch:
         self.pipes: tuple[Optional[int], Optional[int]] = (None, None)
         self.forensics: Optional[Forensics] = None
         self.bind_notify_fd: Optional[int] = None  # the bind filter's, when installed
+        self._child: Optional[Union[Started, int, ExecFailure]] = None
 
     def prepare(self) -> tuple[Callable[[], None], ...]:
         """The platform's conditions: checked and set up before anything starts."""
@@ -118,26 +120,30 @@ class Launch:
             # It binds its own address: it may as well try, and say what it gets.
             self._replan(why)
 
-    def spawn(self, before_exec: tuple[Callable[[], None], ...]
-                               ) -> int | ExecFailure:
-        """Spawn; a child that binds its own address has that bind answered (``bindtrap``).
+    def spawn(self, before_exec: tuple[Callable[[], None], ...]) -> None:
+        """Fork the child on its way to exec; ``exec_outcome()`` then says how that went.
 
-        Where the kernel refuses the filter, the child is started again without
-        it, and without the stub (the app binds its own address), which is said.
+        The supervisor starts its stub meanwhile. A child that binds its own
+        address has that bind answered (``bindtrap``): its outcome is read at
+        once, since where the kernel refuses the filter the child is started
+        again without it, and without the stub (the app binds its own address),
+        which is said.
         """
         if self.plan.mode is not HandoffMode.BIND:
             self._say_the_plan()
-            return self._spawn(before_exec)
+            self._fork(before_exec)
+            return
         from .bindtrap import Pending, refusal
 
         pending = Pending()
         environment = dict(self.child_env)  # as it was before the spawn added to it
-        spawned = self._spawn((*before_exec, pending.install_in_child))
+        self._fork((*before_exec, pending.install_in_child))
+        spawned = self.exec_outcome()
         why = refusal(spawned.message) if isinstance(spawned, ExecFailure) else None
         if why is None:
             self._say_the_plan()
             self.bind_notify_fd = pending.receive()
-            return spawned
+            return
         pending.close()
         self._replan(why)
         self._say_the_plan()
@@ -145,14 +151,26 @@ class Launch:
             self.listener.close()
             self.listener = None
         self.child_env = environment
-        return self._spawn(before_exec)
+        self._fork(before_exec)
+
+    def exec_outcome(self) -> int | ExecFailure:
+        """The child's pid once it has exec'd, or why it could not start (read once)."""
+        if isinstance(self._child, Started):
+            outcome = self._child.outcome()
+            if isinstance(outcome, ExecFailure):
+                self._close_pipes()
+            else:
+                self._arm(outcome)
+            self._child = outcome
+        assert self._child is not None, "exec_outcome() before spawn()"
+        return self._child
 
     def _replan(self, bind_unavailable: str) -> None:
         config = self.config
         self.plan = plan_handoff(config.handoff.value, config.command, config.host,
                                  config.port, config.health_port, self.environ, bind_unavailable)
 
-    def _spawn(self, before_exec: tuple[Callable[[], None], ...]) -> int | ExecFailure:
+    def _fork(self, before_exec: tuple[Callable[[], None], ...]) -> None:
         # On a terminal the child gets it for stderr too (job control needs a
         # tty there): nothing is relayed, and no tail kept.
         stderr_read = stderr_write = None
@@ -168,7 +186,7 @@ class Launch:
             pass_fds[SYSTEMD_FIRST_FD] = self.listener.fileno()
         self.child_env.update(self.plan.env)
         self._prepare_forensics()
-        result = spawn(ChildSpec(
+        self._child = start(ChildSpec(
             argv=self._argv_for_child(),
             env=self.child_env,
             stderr_fd=stderr_write,
@@ -183,13 +201,14 @@ class Launch:
             if fd is not None:
                 os.close(fd)
         self.pipes = (stderr_read, stdout_read)
-        if isinstance(result, ExecFailure):
-            for fd in self.pipes:
-                if fd is not None:
-                    os.close(fd)
-            return result
-        self._arm(result)
-        return result
+        if isinstance(self._child, ExecFailure):
+            self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for fd in self.pipes:
+            if fd is not None:
+                os.close(fd)
+        self.pipes = (None, None)
 
     def _prepare_forensics(self) -> None:
         """The import profile's variable for a Python child (``forensics`` imports only os)."""

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .child_cgroup import ChildCgroup
     from .forensics import Forensics
     from .health import HealthStub
+    from .launch import Launch
     from .notify import Notifier
     from .platform_check import PlatformCheck
     from .readiness import Strategy
@@ -128,13 +129,15 @@ class Supervisor:
                     self.cgroup.remove()
 
     def _run(self) -> int:
-        spawned = self._launch()
+        launch = self._launch()
         from .starting import start_stub
 
-        if isinstance(spawned, ExecFailure):
+        try:  # the stub starts while the child is still on its way to exec
             self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
+        finally:  # armed whatever happened: a failure here is carried on from
+            spawned = launch.exec_outcome()
+        if isinstance(spawned, ExecFailure):
             return self._finish(exec_failure=spawned)
-        self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
         self._say_conditions()
         self._start_relays()
         self._start_watching()
@@ -146,8 +149,8 @@ class Supervisor:
         self._on_child_gone()
         return self._finish()
 
-    def _launch(self) -> int | ExecFailure:
-        """Prepare, bind and spawn (``launch``); then the loop owns what it made."""
+    def _launch(self) -> Launch:
+        """Prepare, bind and fork (``launch``); then the loop owns what it made."""
         from .launch import Launch
 
         launch = Launch(self.config, self.environ, self.log, self.plan, self.reactor,
@@ -155,7 +158,7 @@ class Supervisor:
         try:
             before_exec = launch.prepare()
             launch.bind()
-            spawned = launch.spawn(before_exec)
+            launch.spawn(before_exec)
         finally:
             self.cgroup = launch.cgroup  # removed at the end, whatever happened
         self.plan, self.listener, self._pipes = launch.plan, launch.listener, launch.pipes
@@ -166,7 +169,7 @@ class Supervisor:
 
             self.bind_trap = answer_binds(self.reactor, launch.bind_notify_fd, self.listener,
                                           self.plan, self.log, on_bound=self._on_public_bind)
-        return spawned
+        return launch
 
     def _arm(self, pid: int) -> None:
         self.pid = pid
