@@ -1,7 +1,7 @@
 """Memory of the child: its process tree, its cgroup, its peak and its end.
 
-Owns: sampling the RSS of the child's whole process tree (from /proc on
-Linux, psutil elsewhere) and its memory cgroup (read by ``cgroups``); the
+Owns: sampling the RSS of the child's whole process tree (summed by
+``process_tree``) and its memory cgroup (read by ``cgroups``); the
 bounded timeline of samples and its one-line picture; the one early warning
 when usage nears the limit; and the evidence that the kernel's OOM killer
 ended the child.
@@ -18,92 +18,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from . import procfs
 from .cgroups import CgroupMemory, CgroupSnapshot
+from .process_tree import REDISCOVER_EVERY_S, ProcessTree
 
 MIB = 1024 * 1024
 # The growth rate in a warning is measured over this window: long enough to
 # smooth one allocation, short enough to describe what is happening now.
 GROWTH_WINDOW_S = 5.0
-# Tree discovery reads the children lists of every process in the tree (a
-# scan of all of /proc where the kernel has none), against 0.03 ms to read
-# statm of pids already known. Rediscover every few seconds, and at once when
-# a known process has gone.
-REDISCOVER_EVERY_S = 2.0
 # Full-rate samples kept before older ones are thinned.
 DEFAULT_MAX_SAMPLES = 240
 BLOCKS = "▁▂▃▄▅▆▇█"
 
+
 def _max_known(*values: Optional[int]) -> Optional[int]:
     known = [v for v in values if v is not None]
     return max(known) if known else None
-
-
-# -- the child's process tree -------------------------------------------------
-
-
-class _ProcessTree:
-    """RSS of a root process and all its descendants.
-
-    RSS is summed per process, so pages shared between forked workers count
-    once per worker: the sum is an upper bound of what the tree holds.
-    Processes orphaned by the tree (re-parented to the supervisor) are no
-    longer its descendants and are not counted.
-    """
-
-    def __init__(self, root_pid: int, rediscover_every: int) -> None:
-        self._root_pid = root_pid
-        self._rediscover_every = max(1, rediscover_every)
-        self._countdown = 0
-        self._pids: tuple[int, ...] = (root_pid,)
-        # On Linux /proc says it all, and psutil (35 ms, several MiB) is never imported.
-        self._proc = procfs.supported()
-
-    @property
-    def pids(self) -> tuple[int, ...]:
-        return self._pids
-
-    def _rediscover(self) -> None:
-        if self._proc:
-            found = procfs.descendants(self._root_pid)
-        else:
-            import psutil  # not Linux: no /proc to read
-
-            try:
-                found = [p.pid for p in psutil.Process(self._root_pid).children(recursive=True)]
-            except psutil.NoSuchProcess:
-                found = []
-        self._pids = (self._root_pid, *(pid for pid in found if pid != self._root_pid))
-
-    def _rss(self, pid: int) -> Optional[int]:
-        if self._proc:
-            return procfs.statm_rss(pid)
-        import psutil
-
-        try:
-            return int(psutil.Process(pid).memory_info().rss)
-        except psutil.Error:
-            return None
-
-    def rss(self) -> tuple[Optional[int], int]:
-        """(total RSS in bytes, number of processes read); (None, 0) when none is left."""
-        if self._countdown <= 0:
-            self._rediscover()
-            self._countdown = self._rediscover_every
-        self._countdown -= 1
-        total = 0
-        read = 0
-        for pid in self._pids:
-            rss = self._rss(pid)
-            # A zombie (dead, not yet reaped) reads as 0 pages: it holds nothing.
-            if not rss:
-                # Gone: its pid could be reused, and its parent may have
-                # started a replacement; look again next time.
-                self._countdown = 0
-                continue
-            total += rss
-            read += 1
-        return (total, read) if read else (None, 0)
 
 
 # -- values -------------------------------------------------------------------
@@ -283,7 +212,7 @@ class MemoryWatcher:
         self.disabled_reason: Optional[str] = None
         self._clock = clock
         self._timeline = Timeline(max_samples)
-        self._tree: Optional[_ProcessTree] = None
+        self._tree: Optional[ProcessTree] = None
         self._started_at = 0.0
         self._baseline: Optional[CgroupSnapshot] = None
         self._last: Optional[MemorySample] = None
@@ -313,7 +242,7 @@ class MemoryWatcher:
             self._baseline = self.cgroup.read() if self.cgroup is not None else None
             # Not Linux: psutil (~35 ms to import) comes with the first sample,
             # one interval after the spawn, never before the app's start.
-            self._tree = _ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
+            self._tree = ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
         except Exception as exc:  # watching is optional, the app is not
             self.disabled_reason = f"memory sampling off: {type(exc).__name__}: {exc}"
 
@@ -325,6 +254,7 @@ class MemoryWatcher:
             return self._sample()
         except Exception as exc:  # a sampling bug must not end the supervisor
             self.disabled_reason = f"memory sampling stopped: {type(exc).__name__}: {exc}"
+            self._tree.close()
             return None
 
     def _sample(self) -> Optional[MemoryWarning]:
@@ -368,6 +298,8 @@ class MemoryWatcher:
 
     def finish(self, max_rss_bytes: Optional[int], killed_by_sigkill: bool) -> MemoryFacts:
         """The run's memory facts; ``max_rss_bytes`` is wait4's ru_maxrss, in bytes."""
+        if self._tree is not None:
+            self._tree.close()
         try:
             return self._finish(max_rss_bytes, killed_by_sigkill)
         except Exception:  # the report must still be written

@@ -4,8 +4,9 @@ Owns: reading ``/proc/<pid>/stat``, ``status``, ``statm``, the children
 lists under ``task/*/children`` (with a fallback to the parent field of every
 ``stat`` where the kernel has no such lists), open file descriptors and what
 they point to, and any other small per-process file (``fdinfo/N``,
-``cgroup``, ``mountinfo``) as text. Every function tolerates a process that vanishes mid-read: a
-process that is gone reads as None, or as no children.
+``cgroup``, ``mountinfo``) as text; and ``OpenFile``, a small kernel file kept
+open for readings repeated on a timer. Every function tolerates a process that
+vanishes mid-read: a process that is gone reads as None, or as no children.
 Must not know: why anyone asks (readiness, reaping, memory, cgroups).
 
 Cheap to import (no typing, re or dataclasses): it may be read before the spawn.
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 PROC = "/proc"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# statm is seven numbers of at most 20 digits.
+STATM_LIMIT = 256
 
 
 @frozen
@@ -116,13 +119,56 @@ def statm_rss(pid: Pid) -> Optional[int]:
 
     A zombie reads as 0: it holds nothing.
     """
-    data = read_bytes(pid, "statm", 256)
-    if data is None:
-        return None
-    fields = data.split()
+    data = read_bytes(pid, "statm", STATM_LIMIT)
+    return None if data is None else parse_statm_rss(data)
+
+
+def parse_statm_rss(data: bytes) -> Optional[int]:
+    """Resident memory in bytes from the content of ``statm``; None when it is not one."""
+    fields = data.split(None, 2)
     if len(fields) < 2 or not fields[1].isdigit():
         return None
     return int(fields[1]) * PAGE_SIZE
+
+
+class OpenFile:
+    """A small kernel file kept open, read again from its start with one ``pread``.
+
+    For readings repeated on a timer: one system call where opening the path
+    each time takes four (open, read, read to the end, close). The kernel
+    makes the content anew at every read from offset 0. A ``/proc/<pid>/``
+    file stays bound to the process it was opened for: once that process is
+    reaped it reads as None, even when its pid is reused.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: str) -> Optional[OpenFile]:
+        """``path`` opened for reading; None when it cannot be (gone, EMFILE, EACCES)."""
+        try:
+            return cls(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            return None
+
+    def read(self, limit: int = 4096) -> Optional[bytes]:
+        """Up to ``limit`` bytes from the start, in one read; None when unreadable (ESRCH).
+
+        One read is the whole file when the kernel writes it in one piece and
+        it is shorter than ``limit``: ``statm``, a cgroup's memory files.
+        """
+        try:
+            return os.pread(self.fd, limit, 0)
+        except OSError:  # gone (ESRCH), or closed
+            return None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 def open_fds(pid: Pid) -> list[int]:

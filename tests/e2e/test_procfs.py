@@ -133,3 +133,56 @@ def test_any_small_file_as_text() -> None:
     assert procfs.read_text("self", "cgroup") is not None
     assert procfs.read_text(GONE, "cgroup") is None
     assert procfs.supported()
+
+
+def test_a_file_kept_open_reads_anew_each_time(tmp_path: Path) -> None:
+    path = tmp_path / "value"
+    path.write_bytes(b"1\n")
+    kept = procfs.OpenFile.open(str(path))
+    assert kept is not None
+    try:
+        assert kept.read() == b"1\n"
+        path.write_bytes(b"22\n")  # same inode: truncated and rewritten
+        assert kept.read() == b"22\n" and kept.read(2) == b"22"
+    finally:
+        kept.close()
+    kept.close()  # a second close is nothing
+    assert kept.read() is None
+    assert procfs.OpenFile.open(f"/proc/{GONE}/statm") is None
+
+
+def test_statm_kept_open_follows_its_process_and_ends_with_it() -> None:
+    code = "import sys; b = bytearray(64 << 20); print('held', flush=True); sys.stdin.read()"
+    process = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    kept = procfs.OpenFile.open(f"/proc/{process.pid}/statm")
+    assert kept is not None
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"held\n"
+        data = kept.read(procfs.STATM_LIMIT)
+        assert data is not None
+        rss, by_path = procfs.parse_statm_rss(data), procfs.statm_rss(process.pid)
+        assert rss is not None and by_path is not None and rss >= 64 << 20
+        assert abs(rss - by_path) < 4 << 20  # the same file, read a moment apart
+        assert process.stdin is not None
+        process.stdin.close()
+        wait_for(lambda: kept.read() == b"0 0 0 0 0 0 0\n", what="the child to be a zombie")
+        process.wait(10)
+        # Reaped: nothing to read, even if the pid were taken by another process.
+        assert kept.read() is None
+    finally:
+        kept.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.mark.parametrize(("data", "pages"), [
+    (b"648 410 384 19 0 91 0\n", 410), (b"0 0 0 0 0 0 0\n", 0),
+])
+def test_parse_statm(data: bytes, pages: int) -> None:
+    assert procfs.parse_statm_rss(data) == pages * procfs.PAGE_SIZE
+
+
+@pytest.mark.parametrize("data", [b"", b"648", b"648 x 3"])
+def test_parse_statm_refuses_what_is_not_statm(data: bytes) -> None:
+    assert procfs.parse_statm_rss(data) is None
