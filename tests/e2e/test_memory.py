@@ -334,32 +334,34 @@ def test_a_five_process_tree_sampled_a_hundred_times_stays_on(
     assert watcher.disabled_reason is None
 
 
-def statm_files_held() -> dict[int, str]:
-    """This process's fds open on a /proc/<pid>/statm: {fd: path}."""
+def files_held() -> dict[int, str]:
+    """This process's open fds: {fd: what it points to}."""
     held = {}
     for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{name}")
-            if target.startswith("/proc/") and target.endswith("/statm"):
-                held[int(name)] = target
+        with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+            held[int(name)] = os.readlink(f"/proc/self/fd/{name}")
     return held
+
+
+def statm_files_held() -> set[str]:
+    return {path for path in files_held().values()
+            if path.startswith("/proc/") and path.endswith("/statm")}
 
 
 def test_a_process_replaced_in_the_tree_is_followed_and_no_file_outlives_the_watch(
     spawn: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    before = statm_files_held()
     # A shell with one sleep; a line on stdin replaces it with another.
     process = spawn("sh", "-c", "sleep 300 & echo $!; read x; kill $!; wait $!; "
                                 "sleep 300 & echo $!; wait")
     first = int(read_line(process))
+    before = files_held()
     watcher = MemoryWatcher(0.5, 0.9)
     watcher.start(process.pid, time.monotonic())
     wait_for(lambda: watcher.sample() is None and set(watcher.tree_pids) == {process.pid, first},
              what="the shell and its sleep in the tree")
     # The files of the tree are kept open between samples, and only those.
-    held = set(statm_files_held().values()) - set(before.values())
-    assert held == {f"/proc/{pid}/statm" for pid in (process.pid, first)}
+    assert statm_files_held() == {f"/proc/{pid}/statm" for pid in (process.pid, first)}
     assert process.stdin is not None
     process.stdin.write(b"next\n")
     process.stdin.flush()
@@ -368,18 +370,17 @@ def test_a_process_replaced_in_the_tree_is_followed_and_no_file_outlives_the_wat
     def replaced() -> bool:
         watcher.sample()
         sample = watcher.last_sample
-        return (sample is not None and sample.processes == 2
-                and set(watcher.tree_pids) == {process.pid, second})
+        if (sample is None or sample.processes != 2 or sample.tree_rss_bytes is None
+                or set(watcher.tree_pids) != {process.pid, second}):
+            return False
+        # The same sum as psutil's, once the new sleep has exec'd and settled.
+        expected, _ = tree_rss(process.pid)
+        return abs(sample.tree_rss_bytes - expected) <= 0.05 * expected
 
     wait_for(replaced, what="the new sleep to be sampled in place of the old one")
-    sample = watcher.last_sample
-    assert sample is not None and sample.tree_rss_bytes is not None
-    expected, _ = tree_rss(process.pid)
-    assert abs(sample.tree_rss_bytes - expected) <= 0.05 * expected
-    held = set(statm_files_held().values()) - set(before.values())
-    assert held == {f"/proc/{pid}/statm" for pid in (process.pid, second)}
+    assert statm_files_held() == {f"/proc/{pid}/statm" for pid in (process.pid, second)}
     watcher.finish(None, False)
-    assert statm_files_held() == before
+    assert files_held() == before  # the files kept open for sampling, closed
 
 
 def test_sampling_on_linux_needs_no_psutil() -> None:
