@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Optional
 
 from .cgroups import CgroupMemory, CgroupSnapshot
 from .process_tree import REDISCOVER_EVERY_S, ProcessTree
+from .values import frozen
+
+# Held for the app's whole life: neither typing nor dataclasses (with inspect
+# and ast, about 1 MiB of the supervisor's memory) is imported at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 MIB = 1024 * 1024
 # The growth rate in a warning is measured over this window: long enough to
@@ -43,7 +48,7 @@ def _mib(value: int) -> str:
     return f"{mib:.1f}" if mib < 10 else f"{mib:.0f}"
 
 
-@dataclass(frozen=True)
+@frozen
 class MemorySample:
     """One sample: the tree's RSS and the cgroup's reading at ``at_s`` seconds since start."""
 
@@ -53,7 +58,7 @@ class MemorySample:
     cgroup: Optional[CgroupSnapshot]
 
 
-@dataclass(frozen=True)
+@frozen
 class MemoryWarning:
     usage_bytes: int
     limit_bytes: int
@@ -74,7 +79,7 @@ class MemoryWarning:
         return text
 
 
-@dataclass(frozen=True)
+@frozen
 class MemoryFacts:
     """What the run's memory looked like, decided once after the child was reaped."""
 

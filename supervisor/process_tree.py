@@ -9,9 +9,11 @@ samples are taken (``watch``).
 
 from __future__ import annotations
 
-from typing import Optional
-
 from . import procfs
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
+if TYPE_CHECKING:
+    from typing import Optional
 
 # Tree discovery reads the children lists of every process in the tree (a
 # scan of all of /proc where the kernel has none), against a few microseconds

@@ -9,9 +9,10 @@ the loop passes in what it needs as callables.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
-
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is not imported at run time
 if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
     from .log import Logger
     from .loop import Supervisor
     from .memory import MemoryFacts, MemoryWatcher

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+from pathlib import Path
 
-from tests.conftest import PYTHON, ROOT, free_port
+from tests.conftest import CHILDREN, PYTHON, ROOT, Run, free_port, wait_for
 
 # What may not be imported on the path from exec to spawning the child. typing,
 # re and dataclasses cost about 12 ms together; the others far more.
@@ -67,3 +69,53 @@ def test_a_short_command_that_did_its_job_imports_nothing_of_the_report() -> Non
         assert "supervisor.loop" in imported
         assert not imported & {"supervisor.finish", "supervisor.causes", "supervisor.report",
                                "supervisor.tracebacks", "json"}, stub
+
+
+# What the supervisor may not hold while the app runs: each stays in its memory
+# (RSS) for the app's whole life. typing, dataclasses (with inspect and ast) and
+# re are about 1.5 MiB together; threading is a thread's worth more.
+HELD_WHILE_RUNNING = ("typing", "dataclasses", "inspect", "ast", "re", "threading", "json",
+                      "psutil", "httpx", "sentry_sdk", "supervisor.causes",
+                      "supervisor.report", "supervisor.tracebacks", "supervisor.redact")
+
+# The supervisor, with its modules written to a file when it forwards SIGWINCH
+# (harmless to the app: ignored by default).
+_DUMP_ON_SIGWINCH = """
+import signal, sys
+from supervisor import pid1
+from supervisor.__main__ import entry
+modules_path = sys.argv.pop(1)
+forward = pid1.SignalInbox.forward
+def dump_then_forward(self, signum):
+    if signum == signal.SIGWINCH:
+        with open(modules_path, "w") as out:
+            out.write("\\n".join(sorted(sys.modules)))
+    return forward(self, signum)
+pid1.SignalInbox.forward = dump_then_forward
+entry()
+"""
+
+
+def test_while_the_app_runs_the_supervisor_holds_nothing_heavy(tmp_path: Path) -> None:
+    modules_file = tmp_path / "modules.txt"
+    port = free_port()
+    # -S: what site-packages' .pth files import would hide what the supervisor does.
+    argv = [PYTHON, "-S", "-c", _DUMP_ON_SIGWINCH, str(modules_file), "--host", "127.0.0.1",
+            "--port", str(port), "--", PYTHON, "-m", "uvicorn", "--app-dir", str(CHILDREN),
+            "web_hello:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = Run(process)
+    try:
+        run.wait_for_stderr("ready after", timeout=60)
+        # After the hand-off, the supervisor's one look at the app's health path.
+        wait_for(lambda: "/healthz" in run.read_stdout_line(timeout=60), timeout=60,
+                 what="the supervisor's request for /healthz")
+        process.send_signal(signal.SIGWINCH)
+        wait_for(lambda: modules_file.exists() and modules_file.read_text(), what="the dump")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        run.finish()
+    held = set(modules_file.read_text().split())
+    assert "supervisor.watch" in held and "supervisor.memory" in held  # it was running
+    assert not held & set(HELD_WHILE_RUNNING), sorted(held & set(HELD_WHILE_RUNNING))
