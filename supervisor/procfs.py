@@ -170,6 +170,13 @@ class OpenFile:
             fd, self.fd = self.fd, -1
             os.close(fd)
 
+    def __del__(self) -> None:
+        # A holder dropped without closing (a watcher never finished) leaks no fd.
+        try:
+            self.close()
+        except Exception:  # EBADF, or at interpreter exit: nothing to do
+            pass
+
 
 def open_fds(pid: Pid) -> list[int]:
     """The file descriptors ``pid`` holds open; [] when gone or not ours to read."""

@@ -343,9 +343,10 @@ def files_held() -> dict[int, str]:
     return held
 
 
-def statm_files_held() -> set[str]:
-    return {path for path in files_held().values()
-            if path.startswith("/proc/") and path.endswith("/statm")}
+def statm_files_held(before: dict[int, str]) -> set[str]:
+    """The /proc/<pid>/statm files this process holds open that it did not ``before``."""
+    return {path for fd, path in files_held().items()
+            if path.startswith("/proc/") and path.endswith("/statm") and before.get(fd) != path}
 
 
 def test_a_process_replaced_in_the_tree_is_followed_and_no_file_outlives_the_watch(
@@ -361,7 +362,7 @@ def test_a_process_replaced_in_the_tree_is_followed_and_no_file_outlives_the_wat
     wait_for(lambda: watcher.sample() is None and set(watcher.tree_pids) == {process.pid, first},
              what="the shell and its sleep in the tree")
     # The files of the tree are kept open between samples, and only those.
-    assert statm_files_held() == {f"/proc/{pid}/statm" for pid in (process.pid, first)}
+    assert statm_files_held(before) == {f"/proc/{pid}/statm" for pid in (process.pid, first)}
     assert process.stdin is not None
     process.stdin.write(b"next\n")
     process.stdin.flush()
@@ -378,7 +379,7 @@ def test_a_process_replaced_in_the_tree_is_followed_and_no_file_outlives_the_wat
         return abs(sample.tree_rss_bytes - expected) <= 0.05 * expected
 
     wait_for(replaced, what="the new sleep to be sampled in place of the old one")
-    assert statm_files_held() == {f"/proc/{pid}/statm" for pid in (process.pid, second)}
+    assert statm_files_held(before) == {f"/proc/{pid}/statm" for pid in (process.pid, second)}
     watcher.finish(None, False)
     assert files_held() == before  # the files kept open for sampling, closed
 
