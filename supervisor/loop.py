@@ -130,10 +130,11 @@ class Supervisor:
 
     def _run(self) -> int:
         launch = self._launch()
-        from .starting import start_stub
-
         try:  # the stub starts while the child is still on its way to exec
-            self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
+            if self.listener is not None:
+                from .starting import start_stub
+
+                self.stub = start_stub(self, on_app_accepts=self._on_app_accepts)
         finally:  # armed whatever happened: a failure here is carried on from
             spawned = launch.exec_outcome()
         if isinstance(spawned, ExecFailure):
@@ -292,8 +293,7 @@ class Supervisor:
 
         if end_quiet_one_shot(self, exec_failure):
             return 0
-        from .finish import finish
-
+        from .finish import finish  # only now: a quiet one-shot never imports it
         return finish(run_facts(self, exec_failure), finish_parts(self))
 
     # -- the phase -------------------------------------------------------------
