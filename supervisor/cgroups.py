@@ -21,7 +21,9 @@ from .values import frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Union
+    from typing import Callable, Optional, Union
+
+    ReadText = Callable[[str], Optional[str]]  # a file's text, or None
 
 # cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on
 # x86-64 with 4 KiB pages); any value this large is not a limit anyone set.
@@ -37,7 +39,10 @@ def _read_text(path: str) -> Optional[str]:
 
 
 def _read_int(path: str) -> Optional[int]:
-    text = _read_text(path)
+    return _as_int(_read_text(path))
+
+
+def _as_int(text: Optional[str]) -> Optional[int]:
     if text is None:
         return None
     try:
@@ -120,18 +125,25 @@ class CgroupMemory:
 
     def read(self) -> CgroupSnapshot:
         """Read every memory file; never raises (an unreadable file gives a None field)."""
+        return self._read(_read_text, whole=True)
+
+    def reader(self) -> MemoryReader:
+        """A reader for readings on a timer: files kept open, only what a sample needs."""
+        return MemoryReader(self)
+
+    def _read(self, text: ReadText, whole: bool) -> CgroupSnapshot:
         try:
-            return self._read_v1() if self.version == 1 else self._read_v2()
+            return self._read_v1(text, whole) if self.version == 1 else self._read_v2(text, whole)
         except Exception:  # a reading must never take the supervisor down
             return CgroupSnapshot(None, None, None, None)
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def _read_v1(self) -> CgroupSnapshot:
-        stat = _read_text(self._file("memory.stat"))
+    def _read_v1(self, text: ReadText, whole: bool) -> CgroupSnapshot:
+        stat = text(self._file("memory.stat"))
         limit = _min_known(
-            _read_int(self._file("memory.limit_in_bytes")),
+            _as_int(text(self._file("memory.limit_in_bytes"))),
             # v1 only enforces a parent's limit if use_hierarchy is on; the
             # kernel then reports the effective one here.
             _keyed(stat, "hierarchical_memory_limit"),
@@ -139,36 +151,36 @@ class CgroupMemory:
         if limit is not None and limit >= V1_UNLIMITED:
             limit = None
         return CgroupSnapshot(
-            usage_bytes=_read_int(self._file("memory.usage_in_bytes")),
-            peak_bytes=_read_int(self._file("memory.max_usage_in_bytes")),
+            usage_bytes=_as_int(text(self._file("memory.usage_in_bytes"))),
+            peak_bytes=_as_int(text(self._file("memory.max_usage_in_bytes"))) if whole else None,
             limit_bytes=limit,
             # The oom_kill line exists since Linux 4.13. In v1 it counts kills
             # of tasks in this group only, not in its descendants.
-            oom_kills=_keyed(_read_text(self._file("memory.oom_control")), "oom_kill"),
+            oom_kills=_keyed(text(self._file("memory.oom_control")), "oom_kill") if whole else None,
             inactive_file_bytes=_keyed(stat, "total_inactive_file"),
         )
 
-    def _read_v2(self) -> CgroupSnapshot:
+    def _read_v2(self, text: ReadText, whole: bool) -> CgroupSnapshot:
         return CgroupSnapshot(
-            usage_bytes=_read_int(self._file("memory.current")),
+            usage_bytes=_as_int(text(self._file("memory.current"))),
             # memory.peak exists since Linux 5.19.
-            peak_bytes=_read_int(self._file("memory.peak")),
-            limit_bytes=self._v2_effective_limit(),
+            peak_bytes=_as_int(text(self._file("memory.peak"))) if whole else None,
+            limit_bytes=self._v2_effective_limit(text),
             # Hierarchical: kills in descendant groups count too.
-            oom_kills=_keyed(_read_text(self._file("memory.events")), "oom_kill"),
-            inactive_file_bytes=_keyed(_read_text(self._file("memory.stat")), "inactive_file"),
+            oom_kills=_keyed(text(self._file("memory.events")), "oom_kill") if whole else None,
+            inactive_file_bytes=_keyed(text(self._file("memory.stat")), "inactive_file"),
         )
 
-    def _v2_effective_limit(self) -> Optional[int]:
+    def _v2_effective_limit(self, text: ReadText) -> Optional[int]:
         # v2 has no hierarchical_memory_limit: walk up while the parent still
         # has a memory.max (the root group has none), keeping the smallest.
         limit: Optional[int] = None
         path = self.path
         while True:
-            text = _read_text(os.path.join(path, "memory.max"))
-            if text is None:
+            content = text(os.path.join(path, "memory.max"))
+            if content is None:
                 break
-            value = text.strip()
+            value = content.strip()
             if value.isdigit():
                 limit = _min_known(limit, int(value))
             parent = os.path.dirname(path)
@@ -176,6 +188,50 @@ class CgroupMemory:
                 break
             path = parent
         return limit
+
+
+# A memory group's files are a few KiB at most (memory.stat); one that fills
+# this in one read is read again by path, whole.
+KEPT_READ_LIMIT = 16384
+
+
+class MemoryReader:
+    """One memory group read on a timer: its files kept open, only what a sample needs.
+
+    ``read`` gives the usage, the page cache of the working set and the
+    effective limit, at one ``pread`` per file instead of an open, reads and
+    a close. The peak and the OOM-kill counter, wanted once at the end, are
+    left None: ``CgroupMemory.read`` has them. ``close`` closes the files; a
+    later ``read`` opens them again.
+    """
+
+    def __init__(self, group: CgroupMemory) -> None:
+        self.group = group
+        self._files: dict[str, procfs.OpenFile] = {}
+
+    def read(self) -> CgroupSnapshot:
+        return self.group._read(self._text, whole=False)
+
+    def _text(self, path: str) -> Optional[str]:
+        kept = self._files.get(path)
+        if kept is None:
+            kept = procfs.OpenFile.open(path)
+            if kept is None:
+                return None
+            self._files[path] = kept
+        data = kept.read(KEPT_READ_LIMIT)
+        if data is None:  # the group is gone: by path, as without a reader
+            del self._files[path]
+            kept.close()
+            return _read_text(path)
+        if len(data) >= KEPT_READ_LIMIT:
+            return _read_text(path)
+        return data.decode("ascii", "replace")
+
+    def close(self) -> None:
+        for kept in self._files.values():
+            kept.close()
+        self._files.clear()
 
 
 def find_memory_group(membership: str, mountinfo: str) -> Optional[CgroupMemory]:

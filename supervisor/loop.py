@@ -390,6 +390,8 @@ class Supervisor:
         send_signal(self.pid, signal.SIGKILL, group=True)
 
     def _reap_tick(self) -> bool:
+        # One wake a second for both nets: blocked signals others sent, a lost SIGCHLD.
+        self.inbox.collect_pending()
         self._reap()
         return self.reaped is None
 
@@ -439,10 +441,8 @@ class Supervisor:
         if self._notifier is None:
             from .notify import Notifier
 
-            self._notifier = Notifier.from_config(
-                self.reactor, self.log, self.config.sentry_dsn, self.config.sentry_timeout_s,
-                self.environ,
-            )
+            self._notifier = Notifier.from_config(self.reactor, self.log, self.config.sentry_dsn,
+                                                  self.config.sentry_timeout_s, self.environ)
         return self._notifier
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from .cgroups import CgroupMemory, CgroupSnapshot
+from .cgroups import CgroupMemory, CgroupSnapshot, MemoryReader
 from .process_tree import REDISCOVER_EVERY_S, ProcessTree
 from .values import frozen
 
@@ -218,6 +218,7 @@ class MemoryWatcher:
         self._clock = clock
         self._timeline = Timeline(max_samples)
         self._tree: Optional[ProcessTree] = None
+        self._reader: Optional[MemoryReader] = None  # the group, read at each sample
         self._started_at = 0.0
         self._baseline: Optional[CgroupSnapshot] = None
         self._last: Optional[MemorySample] = None
@@ -245,6 +246,7 @@ class MemoryWatcher:
             # The counter before the run: a kill before it is not this child's.
             # Read first, so that ``finish`` can still judge if sampling fails.
             self._baseline = self.cgroup.read() if self.cgroup is not None else None
+            self._reader = self.cgroup.reader() if self.cgroup is not None else None
             # Not Linux: psutil (~35 ms to import) comes with the first sample,
             # one interval after the spawn, never before the app's start.
             self._tree = ProcessTree(child_pid, round(REDISCOVER_EVERY_S / self.interval_s))
@@ -259,15 +261,22 @@ class MemoryWatcher:
             return self._sample()
         except Exception as exc:  # a sampling bug must not end the supervisor
             self.disabled_reason = f"memory sampling stopped: {type(exc).__name__}: {exc}"
-            self._tree.close()
+            self._close()
             return None
+
+    def _close(self) -> None:
+        # The files kept open for sampling; the end reads the group by path.
+        if self._tree is not None:
+            self._tree.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def _sample(self) -> Optional[MemoryWarning]:
         assert self._tree is not None
         now = self._clock()
         at_s = now - self._started_at
         tree_rss, processes = self._tree.rss()
-        snapshot = self.cgroup.read() if self.cgroup is not None else None
+        snapshot = self._reader.read() if self._reader is not None else None
         self._last = MemorySample(at_s, tree_rss, processes, snapshot)
         if tree_rss is not None:
             self._timeline.add(at_s, tree_rss)
@@ -303,8 +312,7 @@ class MemoryWatcher:
 
     def finish(self, max_rss_bytes: Optional[int], killed_by_sigkill: bool) -> MemoryFacts:
         """The run's memory facts; ``max_rss_bytes`` is wait4's ru_maxrss, in bytes."""
-        if self._tree is not None:
-            self._tree.close()
+        self._close()
         try:
             return self._finish(max_rss_bytes, killed_by_sigkill)
         except Exception:  # the report must still be written

@@ -52,8 +52,6 @@ FORWARDED_SIGNALS = tuple(sorted(
 ))
 # Signals after which the child is expected to exit, so the stop grace starts.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# How often signals kept blocked are collected when nothing else wakes the loop.
-SELF_RAISED_POLL_S = 1.0
 # si_code of a signal the kernel raised (a terminal, a CPU limit), not a process.
 SI_KERNEL = 0x80
 PR_SET_CHILD_SUBREAPER = 36
@@ -114,8 +112,6 @@ class SignalInbox:
         self._previous_mask = signal.pthread_sigmask(
             signal.SIG_SETMASK, SELF_RAISED if self._collecting else ()
         )
-        if self._collecting:
-            reactor.call_every(SELF_RAISED_POLL_S, self._collect_tick)
         reactor.add_reader(self._read_fd, self._drain)
         self._reactor = reactor
 
@@ -190,12 +186,12 @@ class SignalInbox:
                 self._handle(info.si_signo, None)
             # Else the kernel raised it (SI_KERNEL) or our own write did (our pid).
 
-    def _collect_tick(self) -> bool:
+    def collect_pending(self) -> None:
+        """Hand the loop the blocked signals another process sent (the loop's 1 s tick)."""
         if self._closed:
-            return False
+            return
         self._collect()
         self._dispatch()
-        return True
 
     def flush(self) -> None:
         """Hand the loop every signal that came and was not handed over yet."""

@@ -176,3 +176,45 @@ def test_the_cpu_quota_of_this_process_is_a_number_or_none() -> None:
 def test_an_invalid_version_is_refused() -> None:
     with pytest.raises(ValueError, match="1 or 2"):
         CgroupMemory.at("/sys/fs/cgroup", 3)
+
+
+def test_a_reader_reads_what_a_sample_needs_from_files_kept_open(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_files(root, {"cgroup.controllers": "memory\n"})
+    write_files(root / "job", {"memory.max": "536870912\n"})
+    group = root / "job" / "app"
+    write_files(group, V2_FILES)
+    memory = CgroupMemory.at(str(group), 2)
+    reader = memory.reader()
+    whole = memory.read()
+    try:
+        # The same usage, limit and page cache; the peak and the counter are the end's.
+        assert reader.read() == CgroupSnapshot(whole.usage_bytes, None, whole.limit_bytes,
+                                               None, whole.inactive_file_bytes)
+        write_files(group, {"memory.current": "1048576\n"})  # rewritten in place
+        write_files(root / "job", {"memory.max": "268435456\n"})
+        again = reader.read()
+        assert (again.usage_bytes, again.limit_bytes) == (1048576, 268435456)
+    finally:
+        reader.close()
+    write_files(group, {"memory.current": "2097152\n"})
+    assert reader.read().usage_bytes == 2097152  # closed: opened again by the next reading
+    reader.close()
+
+
+@needs_cgroup
+def test_a_reader_of_a_real_group_agrees_with_a_reading_by_path(
+    memory_group: Callable[..., str]
+) -> None:
+    group = memory_group(64 * MIB)
+    memory = CgroupMemory.at(group, cgroups.own_memory_group().version)
+    reader = memory.reader()
+    try:
+        sample, whole = reader.read(), memory.read()
+        assert sample.limit_bytes == whole.limit_bytes == 64 * MIB
+        assert sample.usage_bytes is not None and sample.inactive_file_bytes is not None
+        assert sample.peak_bytes is None and sample.oom_kills is None
+        cgroups.remove(group)  # files held open do not keep a group from going
+        assert reader.read() == CgroupSnapshot(None, None, None, None)
+    finally:
+        reader.close()
