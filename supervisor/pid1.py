@@ -195,15 +195,17 @@ class SignalInbox:
 
     def flush(self) -> None:
         """Hand the loop every signal that came and was not handed over yet."""
+        self._collect()
         self._drain()
 
     def _drain(self) -> None:
+        # Not _collect here: a blocked signal never writes to the wakeup fd, and
+        # this runs right after a forward, while the child may wait for our CPU.
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
-        self._collect()
         self._dispatch()
 
     def _dispatch(self) -> None:
