@@ -29,6 +29,23 @@ PYTHON = sys.executable
 EVENTUALLY_S = 30.0
 
 
+class VirtualClock:
+    """A monotonic clock that moves only when told to: a ``Reactor``'s ``clock`` and
+    ``advance``, so that an idle wait jumps straight to the next timer."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.jumped = 0.0  # how much virtual time passed without anyone waiting
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+        self.jumped += seconds
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = EVENTUALLY_S,
              interval: float = 0.01, what: str = "condition") -> object:
     """Poll ``predicate`` until it returns something truthy, or fail at the deadline.

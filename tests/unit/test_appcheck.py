@@ -10,20 +10,7 @@ import pytest
 
 from supervisor.appcheck import StatusRequest, status_in
 from supervisor.reactor import Reactor
-from tests.conftest import EVENTUALLY_S
-
-
-class VirtualClock:
-    """Moves only when the reactor is idle, straight to its next timer."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.conftest import EVENTUALLY_S, VirtualClock
 
 
 @pytest.fixture

@@ -21,22 +21,9 @@ from supervisor.config import LogFormat
 from supervisor.log import Logger
 from supervisor.loop import Supervisor
 from supervisor.reactor import Reactor
-from tests.conftest import child, free_port
+from tests.conftest import VirtualClock, child, free_port
 
 PYTHON = sys.executable
-
-
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.jumped = 0.0  # how much virtual time passed without anyone waiting
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.jumped += seconds
 
 
 def supervisor_on(clock: VirtualClock, *argv: str) -> tuple[Supervisor, list[bytes]]:

@@ -15,31 +15,18 @@ from typing import Callable, Iterator
 import pytest
 
 from supervisor.reactor import Reactor
+from tests.conftest import VirtualClock
 
 GENEROUS_S = 30.0
 
 
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += seconds
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def reactor(clock: FakeClock) -> Iterator[Reactor]:
+def reactor(clock: VirtualClock) -> Iterator[Reactor]:
     loop = Reactor(clock=clock)
     yield loop
     loop.close()
@@ -72,7 +59,7 @@ def run_until(reactor: Reactor, done: Callable[[], bool]) -> None:
 
 
 def test_a_timer_fires_when_its_time_comes_and_not_before(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     fired: list[float] = []
     reactor.call_later(5.0, lambda: fired.append(clock()))
@@ -86,7 +73,7 @@ def test_a_timer_fires_when_its_time_comes_and_not_before(
 
 
 def test_timers_fire_in_time_order_and_ties_in_the_order_they_were_set(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     order: list[str] = []
     reactor.call_later(2.0, lambda: order.append("b"))
@@ -98,7 +85,7 @@ def test_timers_fire_in_time_order_and_ties_in_the_order_they_were_set(
     assert order == ["now", "a", "b", "c"]
 
 
-def test_a_cancelled_timer_never_fires(reactor: Reactor, clock: FakeClock) -> None:
+def test_a_cancelled_timer_never_fires(reactor: Reactor, clock: VirtualClock) -> None:
     fired: list[str] = []
     timer = reactor.call_later(1.0, lambda: fired.append("cancelled"))
     reactor.call_later(1.0, lambda: fired.append("kept"))
@@ -109,7 +96,7 @@ def test_a_cancelled_timer_never_fires(reactor: Reactor, clock: FakeClock) -> No
 
 
 def test_a_timer_set_by_a_timer_for_now_runs_in_the_same_turn(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     fired: list[str] = []
     reactor.call_later(1.0, lambda: reactor.call_later(0, lambda: fired.append("second")))
@@ -119,7 +106,7 @@ def test_a_timer_set_by_a_timer_for_now_runs_in_the_same_turn(
 
 
 def test_call_every_repeats_while_the_callback_says_so(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     ticks: list[float] = []
 
@@ -135,7 +122,7 @@ def test_call_every_repeats_while_the_callback_says_so(
 
 
 def test_with_advance_an_idle_loop_jumps_to_the_next_timer() -> None:
-    clock = FakeClock()
+    clock = VirtualClock()
     reactor = Reactor(clock=clock, advance=clock.advance)
     try:
         stopped: list[float] = []
@@ -152,7 +139,7 @@ def test_with_advance_an_idle_loop_jumps_to_the_next_timer() -> None:
 
 
 def test_run_until_stops_when_done_or_at_its_deadline() -> None:
-    clock = FakeClock()
+    clock = VirtualClock()
     reactor = Reactor(clock=clock, advance=clock.advance)
     try:
         fired: list[float] = []
@@ -167,7 +154,7 @@ def test_run_until_stops_when_done_or_at_its_deadline() -> None:
         reactor.close()
 
 
-def test_run_until_returns_at_once_when_already_done(reactor: Reactor, clock: FakeClock) -> None:
+def test_run_until_returns_at_once_when_already_done(reactor: Reactor, clock: VirtualClock) -> None:
     fired: list[bool] = []
     reactor.call_later(0, lambda: fired.append(True))
     reactor.run_until(lambda: True, clock() + 5)
@@ -178,7 +165,7 @@ def test_run_until_returns_at_once_when_already_done(reactor: Reactor, clock: Fa
 
 
 def test_without_a_handler_an_error_in_a_timer_propagates(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     def boom() -> None:
         raise RuntimeError("bug in a part")
@@ -203,7 +190,7 @@ def test_a_handler_that_declines_lets_the_error_propagate(reactor: Reactor) -> N
 
 
 def test_a_raising_timer_goes_to_the_handler_and_the_other_timers_still_run(
-    reactor: Reactor, clock: FakeClock
+    reactor: Reactor, clock: VirtualClock
 ) -> None:
     handled: list[tuple[str, Callable[[], None]]] = []
     fired: list[str] = []

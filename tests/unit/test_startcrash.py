@@ -20,6 +20,7 @@ from supervisor.child import ExitStatus
 from supervisor.reactor import Reactor
 from supervisor.startcrash import AFTER_FIRST_DEATH_S, WINDOW_S, StartupCrashWatch
 from supervisor.tracebacks import ParsedTraceback, find_fatal_traceback
+from tests.conftest import VirtualClock
 
 SERVERS = Path(__file__).resolve().parent.parent / "samples" / "servers"
 
@@ -28,20 +29,9 @@ def sample(name: str) -> str:
     return (SERVERS / f"{name}.txt").read_text()
 
 
-class VirtualClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class Watched:
     def __init__(self, reloads: bool = False) -> None:
-        self.clock = VirtualClock()
+        self.clock = VirtualClock(100.0)
         self.reactor = Reactor(clock=self.clock, advance=self.clock.advance)
         self.concluded: List[Tuple[ParsedTraceback, int, float]] = []
         self.crashes: List[ParsedTraceback] = []
