@@ -109,6 +109,7 @@ class Run:
         self.stdout = b""
         self.stderr = b""
         self.status: Optional[int] = None
+        self._stdout_pending = b""  # read past the last line read_stdout_line returned
 
     @property
     def pid(self) -> int:
@@ -118,14 +119,27 @@ class Run:
         self.process.send_signal(signum)
 
     def read_stdout_line(self, timeout: float = EVENTUALLY_S) -> str:
-        """One line of the child's stdout (inherited through the supervisor)."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
+        """One line of the child's stdout (inherited through the supervisor).
+
+        Read from the fd itself, with what came after the line kept for the
+        next call (and for ``finish``): a buffered ``readline`` could take two
+        lines at once and leave the next ``select`` waiting for one it holds.
+        """
         import select
 
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"no stdout line within {timeout} s"
-        return self.process.stdout.readline().decode()
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._stdout_pending:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+            assert ready, f"no stdout line within {timeout} s"
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break  # EOF: what is left, if anything, is the last line
+            self._stdout_pending += chunk
+        line, newline, self._stdout_pending = self._stdout_pending.partition(b"\n")
+        return (line + newline).decode()
 
     def wait_for_stderr(self, text: str, timeout: float = EVENTUALLY_S) -> None:
         """Read the supervisor's stderr (kept in ``stderr``) until ``text`` shows up."""
@@ -188,7 +202,8 @@ class Run:
                     selector.unregister(key.fd)
         selector.close()
         code = self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        self.stdout += b"".join(chunks["stdout"])
+        self.stdout += self._stdout_pending + b"".join(chunks["stdout"])
+        self._stdout_pending = b""
         self.stderr += b"".join(chunks["stderr"])
         self.status = code
         return code, self.stdout, self.stderr

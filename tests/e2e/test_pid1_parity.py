@@ -268,6 +268,12 @@ def pids_cgroup(limit: int) -> Iterator[str]:
                 time.sleep(0.05)
 
 
+def join_cgroup(group: str) -> None:
+    """For ``preexec_fn``: the process joins ``group`` before it execs."""
+    with open(os.path.join(group, "cgroup.procs"), "w") as procs:
+        procs.write("0")
+
+
 def http_get(port: int, path: str = "/") -> tuple[int, bytes]:
     import http.client
 
@@ -287,15 +293,11 @@ def test_an_app_holding_every_pid_leaves_its_supervisor_running(
     report = tmp_path / "report.json"
     with pids_cgroup(64) as group:
 
-        def join() -> None:
-            with open(os.path.join(group, "cgroup.procs"), "w") as procs:
-                procs.write("0")
-
         run = supervise(
             "--report-file", str(report), "--",
             PYTHON, "-m", "uvicorn", "--app-dir", str(Path(child("pid1_thread_hog.py")).parent),
             "pid1_thread_hog:app", "--lifespan", "on", "--host", "127.0.0.1", "--port", str(port),
-            preexec_fn=join,
+            preexec_fn=lambda: join_cgroup(group),
         )
         # Ready, and after it the look at the app's health path: the supervisor
         # needs no thread (and no pid) for it, or for anything while the app runs.
@@ -323,12 +325,9 @@ def test_a_sentry_thread_the_pids_limit_refuses_costs_only_the_event(
     report = tmp_path / "report.json"
     with pids_cgroup(64) as group, Receiver() as receiver:
 
-        def join() -> None:
-            with open(os.path.join(group, "cgroup.procs"), "w") as procs:
-                procs.write("0")
-
         run = supervise("--sentry-dsn", receiver.dsn, "--report-file", str(report), "--",
-                        PYTHON, child("pid1_pid_hog_then_crash.py"), preexec_fn=join)
+                        PYTHON, child("pid1_pid_hog_then_crash.py"),
+                        preexec_fn=lambda: join_cgroup(group))
         # The app dies while a process it left holds every pid: the delivery
         # thread cannot start. One line says so; the report and status stay.
         code, _, err = run.finish(timeout=60)

@@ -26,6 +26,12 @@ def modules_after(code: str) -> set[str]:
     return set(json.loads(out))
 
 
+def importtime_modules(stderr: str) -> set[str]:
+    """The modules that ``python -X importtime`` says were imported."""
+    return {line.rpartition("|")[2].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
 def test_the_path_to_spawn_imports_nothing_heavy() -> None:
     loaded = modules_after(
         "import supervisor.__main__, supervisor.cli, supervisor.loop; "
@@ -50,8 +56,7 @@ def test_the_command_itself_imports_nothing_before_the_entry_point() -> None:
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         check=True, capture_output=True, text=True,
     )
-    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = importtime_modules(done.stderr)
     assert "supervisor.__main__" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
@@ -64,8 +69,7 @@ def test_a_short_command_that_did_its_job_imports_nothing_of_the_report() -> Non
             [PYTHON, "-X", "importtime", "-m", "supervisor", *stub, "--", "true"],
             cwd=ROOT, check=True, capture_output=True, text=True,
         )
-        imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
-                    if line.startswith("import time:")}
+        imported = importtime_modules(done.stderr)
         assert "supervisor.loop" in imported
         assert not imported & {"supervisor.finish", "supervisor.causes", "supervisor.report",
                                "supervisor.tracebacks", "json"}, stub
