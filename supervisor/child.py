@@ -151,12 +151,6 @@ def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
         pass  # over /proc/sys/fs/pipe-max-size, or not Linux: the default will do
 
 
-def spawn(spec: ChildSpec) -> Union[int, ExecFailure]:
-    """Fork and exec ``spec``; return the pid, or why it could not start."""
-    started = start(spec)
-    return started if isinstance(started, ExecFailure) else started.outcome()
-
-
 class Started:
     """A forked child that may still be on its way to exec.
 

@@ -24,7 +24,7 @@ from typing import Optional
 import pytest
 
 from supervisor.causes import TRAILING_LINES, Cause, Ending, classify, frame_text
-from supervisor.child import ChildSpec, ExecFailure, ExitStatus, spawn
+from supervisor.child import ChildSpec, ExecFailure, ExitStatus, start
 from tests.conftest import CHILDREN, run_for_wait_status
 
 PYTHON = sys.executable
@@ -96,7 +96,8 @@ def hung_then_aborted() -> tuple[ExitStatus, str]:
 
 
 def exec_failure(argv: list[str]) -> ExecFailure:
-    result = spawn(ChildSpec(argv=tuple(argv), env=dict(os.environ)))
+    started = start(ChildSpec(argv=tuple(argv), env=dict(os.environ)))
+    result = started if isinstance(started, ExecFailure) else started.outcome()
     if isinstance(result, int):  # pragma: no cover - it started after all
         os.kill(result, signal.SIGKILL)
         os.waitpid(result, 0)
