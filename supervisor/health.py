@@ -146,6 +146,11 @@ class HealthStub:
     def held_count(self) -> int:
         return len(self._by_state[HELD])
 
+    @property
+    def incomplete_count(self) -> int:
+        """Connections whose request head has begun but not ended."""
+        return len(self._by_state[READING])
+
     def start(self) -> None:
         """Begin accepting connections on the listener."""
         self._started = True

@@ -656,11 +656,15 @@ def test_at_the_cap_an_incomplete_head_makes_room_for_a_health_check(
     make_stub: Callable[..., Stub],
 ) -> None:
     stub = make_stub(max_connections=2, idle_timeout_s=60)
-    slow = [stub.connect(), stub.connect()]
+    slow: list[socket.socket] = []
     try:
-        for sock in slow:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
-        wait_for(lambda: stub.stub.connection_count == 2, timeout=30, what="connection_count == 2")
+        # One after the other, so that which is the oldest incomplete head is
+        # not left to the order in which one wake-up handles both.
+        for count in (1, 2):
+            slow.append(stub.connect())
+            slow[-1].sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            wait_for(lambda expected=count: stub.stub.incomplete_count == expected,
+                     timeout=30, what=f"{count} incomplete heads")
         assert get(stub, "/healthz").status == 200
         assert closed_by_the_stub(slow[0])  # the oldest made room
         slow[1].sendall(b"a\r\n\r\n")  # the other one is still served
